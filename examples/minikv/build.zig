@@ -1,0 +1,33 @@
+const std = @import("std");
+
+pub fn build(b: *std.Build) void {
+    const target = b.standardTargetOptions(.{});
+    const optimize = b.standardOptimizeOption(.{});
+
+    const root_module = b.createModule(.{
+        .root_source_file = b.path("src/main.zig"),
+        .target = target,
+        .optimize = optimize,
+        // minikv is a profiling target: keep DWARF and frame pointers in every
+        // mode so stacks unwind and symbolize even in ReleaseFast.
+        .strip = false,
+        .omit_frame_pointer = false,
+    });
+
+    const exe = b.addExecutable(.{
+        .name = "minikv",
+        .root_module = root_module,
+    });
+    b.installArtifact(exe);
+
+    const run_cmd = b.addRunArtifact(exe);
+    run_cmd.step.dependOn(b.getInstallStep());
+    if (b.args) |args| run_cmd.addArgs(args);
+    const run_step = b.step("run", "Run the minikv server");
+    run_step.dependOn(&run_cmd.step);
+
+    const unit_tests = b.addTest(.{ .root_module = root_module });
+    const run_unit_tests = b.addRunArtifact(unit_tests);
+    const test_step = b.step("test", "Run the unit tests");
+    test_step.dependOn(&run_unit_tests.step);
+}

@@ -1,0 +1,155 @@
+//! minikv: a small Redis-compatible (RESP2) server, the sample target for
+//! zprof. It serves on 127.0.0.1 only.
+//!
+//!     minikv [--port N] [--defect NAME]...
+
+const std = @import("std");
+const posix = std.posix;
+
+const defects = @import("defects.zig");
+const Server = @import("server.zig").Server;
+
+const default_port = 6380;
+/// Pending-connection queue; Redis' default tcp-backlog.
+const listen_backlog = 511;
+
+const Options = struct {
+    port: u16 = default_port,
+    defects: defects.Set = .initEmpty(),
+};
+
+const OptionsError = error{ UnknownFlag, MissingValue, InvalidPort, UnknownDefect, HelpRequested };
+
+/// Parses the arguments after the program name. On error, `bad_arg` is the
+/// argument to blame in the message.
+fn parseOptions(args: []const [:0]const u8, bad_arg: *[]const u8) OptionsError!Options {
+    var options: Options = .{};
+    var i: usize = 0;
+    while (i < args.len) : (i += 1) {
+        const flag = args[i];
+        bad_arg.* = flag;
+        if (std.mem.eql(u8, flag, "--help") or std.mem.eql(u8, flag, "-h")) return error.HelpRequested;
+
+        const is_port = std.mem.eql(u8, flag, "--port");
+        const is_defect = std.mem.eql(u8, flag, "--defect");
+        if (!is_port and !is_defect) return error.UnknownFlag;
+        i += 1;
+        if (i == args.len) return error.MissingValue;
+        const value = args[i];
+        bad_arg.* = value;
+
+        if (is_port) {
+            options.port = std.fmt.parseInt(u16, value, 10) catch return error.InvalidPort;
+        } else {
+            options.defects.insert(defects.Defect.fromFlagName(value) orelse return error.UnknownDefect);
+        }
+    }
+    return options;
+}
+
+const usage = "usage: minikv [--port N] [--defect NAME]...";
+
+/// Reports a bad command line on one line of stderr and exits with status 2.
+fn exitUsageError(err: OptionsError, bad_arg: []const u8) noreturn {
+    switch (err) {
+        error.HelpRequested => {
+            std.debug.print("{s}\ndefects:", .{usage});
+            for (std.enums.values(defects.Defect)) |defect| std.debug.print(" {s}", .{defect.flagName()});
+            std.debug.print("\n", .{});
+            std.process.exit(0);
+        },
+        error.UnknownFlag => std.debug.print("minikv: unknown flag '{s}' ({s})\n", .{ bad_arg, usage }),
+        error.MissingValue => std.debug.print("minikv: {s} needs a value ({s})\n", .{ bad_arg, usage }),
+        error.InvalidPort => std.debug.print("minikv: invalid port '{s}' (expected 0-65535)\n", .{bad_arg}),
+        error.UnknownDefect => {
+            std.debug.print("minikv: unknown defect '{s}' (known:", .{bad_arg});
+            for (std.enums.values(defects.Defect)) |defect| std.debug.print(" {s}", .{defect.flagName()});
+            std.debug.print(")\n", .{});
+        },
+    }
+    std.process.exit(2);
+}
+
+/// Listens on 127.0.0.1:`port` (0 picks a free port).
+fn listen(port: u16) !std.net.Server {
+    const address: std.net.Address = .initIp4(.{ 127, 0, 0, 1 }, port);
+    const fd = try posix.socket(posix.AF.INET, posix.SOCK.STREAM | posix.SOCK.CLOEXEC, posix.IPPROTO.TCP);
+    errdefer posix.close(fd);
+    // SO_REUSEADDR alone, so a restart is not refused while old connections
+    // linger in TIME_WAIT. Address.listen(.{ .reuse_address = true }) would
+    // also set SO_REUSEPORT, letting a second server share a port that is
+    // already in use instead of failing.
+    try posix.setsockopt(fd, posix.SOL.SOCKET, posix.SO.REUSEADDR, &std.mem.toBytes(@as(c_int, 1)));
+    try posix.bind(fd, &address.any, address.getOsSockLen());
+    try posix.listen(fd, listen_backlog);
+
+    var bound: std.net.Address = address;
+    var bound_len = bound.getOsSockLen();
+    try posix.getsockname(fd, &bound.any, &bound_len);
+    return .{ .listen_address = bound, .stream = .{ .handle = fd } };
+}
+
+pub fn main() void {
+    // Keyspace data and per-connection buffers all come from this allocator.
+    // (std.heap.GeneralPurposeAllocator is a deprecated alias for this type.)
+    var gpa_state: std.heap.DebugAllocator(.{}) = .init;
+    const gpa = gpa_state.allocator();
+    // No gpa_state.deinit(): the process only ends through SHUTDOWN or a
+    // signal, and leak accounting is the profiler's job.
+
+    const options = options: {
+        const argv = std.process.argsAlloc(gpa) catch {
+            std.debug.print("minikv: out of memory reading the command line\n", .{});
+            std.process.exit(1);
+        };
+        defer std.process.argsFree(gpa, argv);
+        var bad_arg: []const u8 = "";
+        break :options parseOptions(argv[1..], &bad_arg) catch |err| exitUsageError(err, bad_arg);
+    };
+
+    var listener = listen(options.port) catch |err| {
+        switch (err) {
+            error.AddressInUse => std.debug.print("minikv: cannot listen on 127.0.0.1:{d}: port already in use\n", .{options.port}),
+            else => std.debug.print("minikv: cannot listen on 127.0.0.1:{d}: {s}\n", .{ options.port, @errorName(err) }),
+        }
+        std.process.exit(1);
+    };
+
+    var server: Server = .init(gpa, options.defects);
+    std.debug.print("minikv listening on 127.0.0.1:{d}\n", .{listener.listen_address.getPort()});
+    server.acceptLoop(&listener);
+}
+
+test {
+    _ = @import("resp.zig");
+    _ = @import("keyspace.zig");
+    _ = @import("commands.zig");
+    _ = @import("defects.zig");
+    _ = @import("server.zig");
+}
+
+const testing = std.testing;
+
+test "options: defaults, port, repeated defects" {
+    var bad_arg: []const u8 = "";
+    const defaults = try parseOptions(&.{}, &bad_arg);
+    try testing.expectEqual(default_port, defaults.port);
+    try testing.expectEqual(0, defaults.defects.count());
+
+    const options = try parseOptions(&.{ "--defect", "leak", "--port", "6390", "--defect", "hot-loop" }, &bad_arg);
+    try testing.expectEqual(6390, options.port);
+    try testing.expect(options.defects.contains(.leak));
+    try testing.expect(options.defects.contains(.hot_loop));
+    try testing.expectEqual(2, options.defects.count());
+}
+
+test "options: errors name the offending argument" {
+    var bad_arg: []const u8 = "";
+    try testing.expectError(error.UnknownFlag, parseOptions(&.{"--verbose"}, &bad_arg));
+    try testing.expectEqualStrings("--verbose", bad_arg);
+    try testing.expectError(error.UnknownDefect, parseOptions(&.{ "--defect", "slow" }, &bad_arg));
+    try testing.expectEqualStrings("slow", bad_arg);
+    try testing.expectError(error.MissingValue, parseOptions(&.{"--port"}, &bad_arg));
+    try testing.expectError(error.InvalidPort, parseOptions(&.{ "--port", "70000" }, &bad_arg));
+    try testing.expectError(error.InvalidPort, parseOptions(&.{ "--port", "-1" }, &bad_arg));
+}

@@ -1,0 +1,5 @@
+import sys
+
+from zprof.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Analysis: symbols and allocation maths over collected measurements."""

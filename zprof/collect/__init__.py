@@ -1,0 +1,1 @@
+"""Collectors: what zprof reads from a running server (shim counters, processes)."""

@@ -1,0 +1,213 @@
+"""Reading the shim's shared counter file while the server runs.
+
+The layout is defined by `zig_hooks/zprof_hooks.zig`; the hook writes the
+header (with every offset and size) when it attaches, so this side only
+mirrors the field order of each record and checks the layout version.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from zprof.errors import EXIT_TARGET, ZprofError
+
+MAGIC = 0x314853464F52505A  # "ZPROFSH1"
+LAYOUT_VERSION = 1
+# Sparse: only the pages the hook touches use memory or disk.
+FILE_SIZE = 256 * 1024 * 1024
+NO_LAYER = (1 << 64) - 1
+
+
+
+@dataclass(frozen=True)
+class Header:
+    """`Header` in zprof_hooks.zig, field for field."""
+
+    magic: int
+    version: int
+    header_size: int
+    total_size: int
+    attached_pid: int
+    layer_capacity: int
+    site_capacity: int
+    site_depth: int
+    live_capacity: int
+    size_class_count: int
+    counters_offset: int
+    size_classes_offset: int
+    layers_offset: int
+    sites_offset: int
+    live_offset: int
+    layer_size: int
+    site_size: int
+    live_entry_size: int
+
+
+@dataclass(frozen=True)
+class LayerCounters:
+    alloc_fn: int
+    allocs: int
+    nested_allocs: int
+    alloc_bytes: int
+    alloc_failures: int
+    frees: int
+    nested_frees: int
+    free_bytes: int
+    live_bytes: int
+    peak_live_bytes: int
+    resizes_in_place: int
+    resizes_refused: int
+    remaps_in_place: int
+    remaps_moved: int
+    remaps_refused: int
+
+
+@dataclass(frozen=True)
+class SiteCounters:
+    layer: int
+    parent_layer: int | None
+    frames: tuple[int, ...]
+    allocs: int
+    alloc_bytes: int
+    frees: int
+    free_bytes: int
+    min_size: int
+    max_size: int
+
+
+@dataclass(frozen=True)
+class LossCounters:
+    untracked_frees: int
+    live_table_full: int
+    sites_dropped: int
+    layers_dropped: int
+
+
+@dataclass(frozen=True)
+class ShimSnapshot:
+    pid: int
+    layers: list[LayerCounters]
+    sites: dict[int, SiteCounters]
+    size_classes: list[int]
+    losses: LossCounters
+
+
+def create_counter_file(path: Path) -> Path:
+    """An empty, sparse counter file for the hook to attach to."""
+    with open(path, "wb") as handle:
+        handle.truncate(FILE_SIZE)
+    return path
+
+
+def _block(view: mmap.mmap, offset: int, count: int, size: int) -> bytes:
+    return view[offset : offset + count * size]
+
+
+def _n_fields(cls: type) -> int:
+    return len(fields(cls))
+
+
+class ShimCounters:
+    """A read-only view of the counter file of one server run."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._map: mmap.mmap | None = None
+        self._header: Header | None = None
+
+    def attached(self) -> bool:
+        """True once the hook has written a valid header."""
+        if self._map is None:
+            try:
+                with open(self.path, "rb") as handle:
+                    if os.fstat(handle.fileno()).st_size < 8:
+                        return False
+                    self._map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+            except FileNotFoundError:
+                return False
+        (magic,) = struct.unpack_from("<Q", self._map, 0)
+        if magic == 0:
+            return False
+        if magic != MAGIC:
+            raise self._corrupt(f"it starts with {magic:#x}, not zprof's magic number")
+        self._header = Header(*struct.unpack_from(f"<{_n_fields(Header)}Q", self._map, 0))
+        self._check_layout()
+        return True
+
+    def _corrupt(self, why: str) -> ZprofError:
+        return ZprofError(f"the shim's counter file {self.path} is corrupt or truncated: {why}", exit_code=EXIT_TARGET)
+
+    def _check_layout(self) -> None:
+        header = self._header
+        assert header is not None
+        if header.version != LAYOUT_VERSION:
+            raise self._corrupt(
+                f"layout version {header.version}, this zprof reads {LAYOUT_VERSION} (rebuild the target)"
+            )
+        expected = {
+            "layer_size": _n_fields(LayerCounters) * 8,
+            "site_size": (_n_fields(SiteCounters) + 1 + header.site_depth) * 8,
+            "live_entry_size": 24,
+        }
+        for name, size in expected.items():
+            if getattr(header, name) != size:
+                raise self._corrupt(f"{name} is {getattr(header, name)}, expected {size}")
+        assert self._map is not None
+        if len(self._map) < header.total_size or os.path.getsize(self.path) < header.total_size:
+            raise self._corrupt(f"it has {len(self._map)} bytes, the header says {header.total_size}")
+
+    def snapshot(self) -> ShimSnapshot:
+        if not self.attached():
+            raise ZprofError(
+                "the server never attached to zprof's counter file",
+                detail="The binary was not built by zprof with the shim (run it through `zprof allocs`).",
+                exit_code=EXIT_TARGET,
+            )
+        assert self._map is not None
+        header, view = self._header, self._map
+        assert header is not None
+        try:
+            losses = LossCounters(*struct.unpack_from("<4Q", view, header.counters_offset))
+            size_classes = list(
+                struct.unpack_from(f"<{header.size_class_count}Q", view, header.size_classes_offset)
+            )
+            layer_block = _block(view, header.layers_offset, header.layer_capacity, header.layer_size)
+            # Layers fill from the front and are never removed, so index == position.
+            layers = [
+                LayerCounters(*record)
+                for record in struct.iter_unpack(f"<{_n_fields(LayerCounters)}Q", layer_block)
+                if record[0] != 0
+            ]
+            depth = header.site_depth
+            sites: dict[int, SiteCounters] = {}
+            site_block = _block(view, header.sites_offset, header.site_capacity, header.site_size)
+            for index, record in enumerate(struct.iter_unpack(f"<{header.site_size // 8}Q", site_block)):
+                key, ready, layer, parent = record[:4]
+                if key == 0 or ready != 1:
+                    continue
+                allocs, alloc_bytes, frees, free_bytes, min_size, max_size = record[4 + depth :]
+                sites[index] = SiteCounters(
+                    layer=layer,
+                    parent_layer=None if parent == NO_LAYER else parent,
+                    frames=tuple(frame for frame in record[4 : 4 + depth] if frame),
+                    allocs=allocs,
+                    alloc_bytes=alloc_bytes,
+                    frees=frees,
+                    free_bytes=free_bytes,
+                    min_size=min_size,
+                    max_size=max_size,
+                )
+        except (struct.error, ValueError) as error:
+            raise self._corrupt(str(error)) from error
+        return ShimSnapshot(
+            pid=header.attached_pid, layers=layers, sites=sites, size_classes=size_classes, losses=losses
+        )
+
+    def close(self) -> None:
+        if self._map is not None:
+            self._map.close()
+            self._map = None

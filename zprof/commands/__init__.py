@@ -1,0 +1,1 @@
+"""One module per subcommand; each wires build, run, load, collect, analyse and report."""

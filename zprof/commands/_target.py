@@ -1,0 +1,94 @@
+"""What every command that builds and runs the target shares: its options,
+the build with a progress spinner, and the server it starts."""
+
+from __future__ import annotations
+
+import functools
+import shlex
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+
+from zprof.errors import ZprofError
+from zprof.server import DEFAULT_START_COMMAND, ServerSpec
+from zprof.target.build import BuildRequest, BuildResult, build, cache_root
+from zprof.target.project import ZigProject, load_project
+from zprof.target.toolchain import find_zig
+
+
+@dataclass(frozen=True)
+class TargetOptions:
+    project: str
+    zig: str | None
+    exe: str | None
+    server_args: str
+    start_command: str
+    port: int | None
+
+
+_OPTION_NAMES = tuple(f.name for f in fields(TargetOptions))
+
+
+def target_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Adds the options that choose, build and start the target; the command
+    receives them together as `target: TargetOptions`."""
+
+    @functools.wraps(command)
+    def with_target(**kwargs: Any) -> Any:
+        target = TargetOptions(**{name: kwargs.pop(name) for name in _OPTION_NAMES})
+        return command(target=target, **kwargs)
+
+    decorators = [
+        click.option("--project", default=".", show_default=True, type=click.Path(file_okay=False),
+                     help="The Zig project to build (a directory with build.zig)."),
+        click.option("--zig", default=None, help="The Zig compiler (default: $ZIG, zig on PATH, the ziglang package)."),
+        click.option("--exe", default=None, help="Which installed executable is the server."),
+        click.option("--server-args", default="", help="Arguments appended to the server's command line."),
+        click.option("--start-command", default=DEFAULT_START_COMMAND, show_default=True,
+                     help="How to start the server; {binary} and {port} are filled in."),
+        click.option("--port", default=None, type=click.IntRange(1, 65535),
+                     help="Port for the server on 127.0.0.1 (default: a free one)."),
+    ]
+    for decorator in reversed(decorators):
+        with_target = decorator(with_target)
+    return with_target
+
+
+def build_target(options: TargetOptions, console: Console, *, with_shim: bool) -> tuple[ZigProject, BuildResult]:
+    project = load_project(options.project)
+    zig = find_zig(options.zig)
+    request = BuildRequest(project=project, zig=zig, with_shim=with_shim, exe=options.exe)
+    with console.status(f"Building {project.name} with Zig {zig.version}"
+                        f"{' and the zprof shim' if with_shim else ''}...", spinner="dots"):
+        result = build(request)
+    return project, result
+
+
+def server_spec(options: TargetOptions, binary: Path, env: dict[str, str]) -> ServerSpec:
+    if "{binary}" not in options.start_command or "{port}" not in options.start_command:
+        raise ZprofError("--start-command must contain {binary} and {port}")
+    try:
+        extra = shlex.split(options.server_args)
+    except ValueError as error:
+        raise ZprofError(f"cannot parse --server-args: {error}") from error
+    return ServerSpec(binary=binary, start_command=options.start_command, extra_args=extra, env=env,
+                      port=options.port)
+
+
+@contextmanager
+def run_directory(kind: str) -> Iterator[Path]:
+    """A private directory for one run's server, log and counters; removed afterwards."""
+    runs = cache_root() / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=runs))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

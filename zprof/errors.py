@@ -1,0 +1,22 @@
+"""The one exception zprof raises for conditions a user can act on."""
+
+from __future__ import annotations
+
+# Exit codes: 2 for bad input or an environment zprof cannot work in, 1 for a
+# target that misbehaved after it was started.
+EXIT_USAGE = 2
+EXIT_TARGET = 1
+
+
+class ZprofError(Exception):
+    """A failure explained in plain words; `cli.main` prints it and exits.
+
+    `detail` holds supporting text (compiler errors, a log tail) shown under the
+    message.
+    """
+
+    def __init__(self, message: str, *, detail: str = "", exit_code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+        self.exit_code = exit_code

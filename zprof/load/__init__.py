@@ -1,0 +1,1 @@
+"""Load drivers: RESP2 over loopback."""

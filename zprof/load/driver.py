@@ -1,0 +1,158 @@
+"""The built-in load driver: N requests over C connections, P per batch.
+
+Every reply is checked; latency is recorded per batch (per request when P is 1)
+in an HdrHistogram. Connections stay open between runs, so a warm-up, a
+measured run and the counter snapshots between them share one set of clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from hdrh.histogram import HdrHistogram
+
+from zprof.load.resp import ErrorReply, ProtocolError, encode, parse
+
+PLACEHOLDER = b"__rand_int__"
+CONNECT_TIMEOUT_S = 5.0
+# A batch that takes longer than this means the server stopped answering.
+BATCH_TIMEOUT_S = 10.0
+HISTOGRAM_MAX_US = 60_000_000
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A command template; `__rand_int__` becomes a key number, as in redis-benchmark's -r."""
+
+    args: tuple[bytes, ...]
+    keyspace: int = 10_000
+    seed: int = 1
+
+    @classmethod
+    def from_template(cls, template: str, keyspace: int = 10_000) -> Workload:
+        return cls(tuple(part.encode() for part in template.split()), keyspace)
+
+    @property
+    def command(self) -> str:
+        return self.args[0].decode().upper()
+
+    def expand(self, rng: random.Random) -> bytes:
+        number = b"%012d" % rng.randrange(self.keyspace)
+        return encode([arg.replace(PLACEHOLDER, number) for arg in self.args])
+
+
+@dataclass
+class LoadResult:
+    requests: int = 0
+    errors: int = 0
+    first_error: str | None = None
+    seconds: float = 0.0
+    batch_size: int = 1
+    latency_us: HdrHistogram = field(default_factory=lambda: HdrHistogram(1, HISTOGRAM_MAX_US, 3))
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds > 0 else 0.0
+
+
+class LoadError(Exception):
+    """The server stopped answering or broke the protocol; `result` holds what was done."""
+
+    def __init__(self, message: str, result: LoadResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+class _Connection:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.buffer = bytearray()
+
+    async def exchange(self, payload: bytes, count: int) -> list[object]:
+        self.writer.write(payload)
+        await self.writer.drain()
+        replies: list[object] = []
+        position = 0
+        while len(replies) < count:
+            parsed = parse(self.buffer, position)
+            if parsed is None:
+                chunk = await self.reader.read(1 << 16)
+                if not chunk:
+                    raise ConnectionError("the server closed the connection")
+                self.buffer += chunk
+                continue
+            reply, position = parsed
+            replies.append(reply)
+        del self.buffer[:position]
+        return replies
+
+
+class LoadSession:
+    def __init__(self, host: str, port: int, clients: int) -> None:
+        self.host, self.port, self.clients = host, port, clients
+        self._connections: list[_Connection] = []
+
+    async def connect(self) -> None:
+        for _ in range(self.clients):
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(self.host, self.port), CONNECT_TIMEOUT_S
+            )
+            self._connections.append(_Connection(reader, writer))
+
+    async def close(self) -> None:
+        for connection in self._connections:
+            connection.writer.close()
+        for connection in self._connections:
+            with contextlib.suppress(OSError, TimeoutError):
+                await asyncio.wait_for(connection.writer.wait_closed(), 1.0)
+        self._connections.clear()
+
+    async def run(
+        self,
+        workload: Workload,
+        requests: int,
+        pipeline: int = 1,
+        progress: Callable[[int], None] | None = None,
+    ) -> LoadResult:
+        result = LoadResult(batch_size=pipeline)
+        share, extra = divmod(requests, len(self._connections))
+        started = time.perf_counter()
+
+        async def drive(connection: _Connection, quota: int, seed: int) -> None:
+            rng = random.Random(seed)
+            while quota > 0:
+                batch = min(pipeline, quota)
+                payload = b"".join(workload.expand(rng) for _ in range(batch))
+                sent = time.perf_counter_ns()
+                replies = await asyncio.wait_for(connection.exchange(payload, batch), BATCH_TIMEOUT_S)
+                result.latency_us.record_value(max(1, (time.perf_counter_ns() - sent) // 1000))
+                for reply in replies:
+                    if isinstance(reply, ErrorReply):
+                        result.errors += 1
+                        result.first_error = result.first_error or reply.message
+                result.requests += batch
+                quota -= batch
+                if progress:
+                    progress(batch)
+
+        tasks = [
+            drive(connection, share + (1 if index < extra else 0), workload.seed * 7919 + index)
+            for index, connection in enumerate(self._connections)
+        ]
+        try:
+            await asyncio.gather(*tasks)
+        except TimeoutError as error:
+            result.seconds = time.perf_counter() - started
+            message = f"the server stopped answering (no reply within {BATCH_TIMEOUT_S:.0f} s)"
+            raise LoadError(message, result) from error
+        except (ConnectionError, OSError, ProtocolError) as error:
+            result.seconds = time.perf_counter() - started
+            raise LoadError(f"the connection failed: {error}", result) from error
+        result.seconds = time.perf_counter() - started
+        return result

@@ -1,0 +1,89 @@
+"""Short probes before any load: can the server take what the driver will send?
+
+A server that serves one connection at a time, or drops pipelined commands,
+would make a load run hang; these probes find out within seconds so zprof can
+adapt instead.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from zprof.errors import ZprofError
+from zprof.load.driver import Workload
+from zprof.load.resp import ErrorReply, SyncClient
+
+PROBE_TIMEOUT_S = 2.0
+PROBE_CLIENTS = 4
+PROBE_PIPELINE = 16
+
+
+@dataclass
+class Capabilities:
+    concurrent_clients: bool
+    pipelining: bool
+    notes: list[str] = field(default_factory=list)
+
+    def adapt(self, clients: int, pipeline: int) -> tuple[int, int]:
+        """The largest settings up to those asked for that the server supports."""
+        return (clients if self.concurrent_clients else 1, pipeline if self.pipelining else 1)
+
+
+def _answers_concurrently(host: str, port: int) -> bool:
+    clients: list[SyncClient] = []
+    try:
+        for _ in range(PROBE_CLIENTS):
+            clients.append(SyncClient(host, port, PROBE_TIMEOUT_S))
+        # Ask the last connection first: a one-at-a-time server is busy with the first.
+        for client in reversed(clients):
+            client.send([b"PING"])
+            client.read(1)
+        return True
+    except (OSError, TimeoutError, ConnectionError):
+        return False
+    finally:
+        for client in clients:
+            client.close()
+
+
+def _answers_pipeline(host: str, port: int) -> bool:
+    try:
+        with SyncClient(host, port, PROBE_TIMEOUT_S) as client:
+            client.send(*([[b"ECHO", b"zprof-%d" % i] for i in range(PROBE_PIPELINE)]))
+            replies = client.read(PROBE_PIPELINE)
+        return replies == [b"zprof-%d" % i for i in range(PROBE_PIPELINE)]
+    except (OSError, TimeoutError, ConnectionError):
+        return False
+
+
+def probe(host: str, port: int, clients: int, pipeline: int) -> Capabilities:
+    capabilities = Capabilities(concurrent_clients=True, pipelining=True)
+    if clients > 1 and not _answers_concurrently(host, port):
+        capabilities.concurrent_clients = False
+        capabilities.notes.append(
+            f"The server did not answer {PROBE_CLIENTS} connections at once within {PROBE_TIMEOUT_S:.0f} s; "
+            "zprof drives it with 1 client."
+        )
+    if pipeline > 1 and not _answers_pipeline(host, port):
+        capabilities.pipelining = False
+        capabilities.notes.append(
+            f"The server did not answer a pipelined burst of {PROBE_PIPELINE} commands; "
+            "zprof sends one command at a time."
+        )
+    return capabilities
+
+
+def check_command(host: str, port: int, workload: Workload) -> None:
+    """Send the command once; an error reply is bad input, not a measurement."""
+    try:
+        with SyncClient(host, port, PROBE_TIMEOUT_S) as client:
+            client.sock.sendall(workload.expand(random.Random(0)))
+            (reply,) = client.read(1)
+    except (OSError, TimeoutError, ConnectionError) as error:
+        raise ZprofError(f"the server did not answer one {workload.command}: {error}") from error
+    if isinstance(reply, ErrorReply):
+        raise ZprofError(
+            f"the server answers {' '.join(a.decode() for a in workload.args)!r} with an error: {reply.message}",
+            detail="Check the command name and its arguments (--args TEMPLATE).",
+        )

@@ -1,0 +1,1 @@
+"""Reporters: turning an analysed run into terminal tables or JSON."""

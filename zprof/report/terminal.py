@@ -1,0 +1,125 @@
+"""Rich tables for a terminal."""
+
+from __future__ import annotations
+
+import os
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from zprof.analysis.allocations import ARENA
+from zprof.artifacts import AllocsRun
+
+TOP_SITES = 12
+
+
+def make_console(stderr: bool = False) -> Console:
+    """A console that keeps tables readable when the output is a file or a CI log."""
+    console = Console(stderr=stderr, highlight=False)
+    if not console.is_terminal:
+        console = Console(stderr=stderr, highlight=False, width=140)
+    return console
+
+
+def human_bytes(count: float) -> str:
+    sign = "-" if count < 0 else ""
+    count = abs(count)
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if count >= size:
+            return f"{sign}{count / size:.1f} {unit}"
+    return f"{sign}{count:.0f} B" if count >= 10 or count == 0 else f"{sign}{count:.1f} B"
+
+
+def short_path(path: str | None, line: int | None) -> str:
+    if not path:
+        return "?"
+    cwd = os.getcwd() + "/"
+    if path.startswith(cwd):
+        path = path[len(cwd) :]
+    elif "/zig/p/" in path:  # a package in Zig's global cache
+        path = path.split("/zig/p/", 1)[1]
+    return f"{path}:{line}" if line else path
+
+
+def render_allocs(run: AllocsRun, console: Console) -> None:
+    analysis, per = run.analysis, run.analysis.per_request
+    load = run.load
+    console.print(
+        f"[bold]zprof allocs {run.command}[/] on [cyan]{run.target.project}[/] "
+        f"({os.path.basename(run.target.binary)}, Zig {run.target.zig_version})"
+    )
+    console.print(
+        f"{run.requests:,} requests `{' '.join(run.args)}` over {load.clients} client(s), pipeline {load.pipeline}: "
+        f"{load.requests_per_second:,.0f} req/s with the shim, {load.errors} error(s)"
+    )
+    for warning in run.target.build_warnings:
+        console.print(Text("build: " + warning.splitlines()[0], style="yellow"))
+    if not run.complete:
+        console.print(Text("The run did not finish: these figures cover the requests that completed.", style="red"))
+
+    summary = Table(title="Per request", show_header=True, title_justify="left")
+    for column in ("allocs", "frees", "resizes", "remaps", "bytes allocated", "temporary", "retained"):
+        summary.add_column(column, justify="right")
+    summary.add_row(
+        f"{per.allocs:.2f}", f"{per.frees:.2f}", f"{per.resizes:.2f}", f"{per.remaps:.2f}",
+        human_bytes(per.bytes_allocated), human_bytes(per.bytes_temporary),
+        Text(human_bytes(per.bytes_retained), style="red" if per.bytes_retained >= 1 else ""),
+    )
+    console.print(summary)
+
+    layers = Table(title="By allocator layer", title_justify="left")
+    for column, justify in (("layer", "left"), ("allocs/req", "right"), ("backing allocs/req", "right"),
+                            ("bytes/req", "right"), ("frees/req", "right"), ("resizes+remaps/req", "right"),
+                            ("live growth", "right"), ("peak live", "right")):
+        layers.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for usage in analysis.by_layer:
+        layers.add_row(
+            usage.layer, f"{usage.allocs_per_request:.2f}", f"{usage.nested_allocs_per_request:.2f}",
+            human_bytes(usage.bytes_per_request), f"{usage.frees_per_request:.2f}",
+            f"{usage.resizes_per_request + usage.remaps_per_request:.2f}",
+            *(("reset en bloc", "") if usage.layer == ARENA else
+              (human_bytes(usage.live_bytes_growth), human_bytes(usage.peak_live_bytes))),
+        )
+    console.print(layers)
+
+    if analysis.size_classes:
+        sizes = Table(title="Size classes (allocations made by program code)", title_justify="left")
+        sizes.add_column("size")
+        sizes.add_column("allocs/req", justify="right")
+        sizes.add_column("")
+        widest = max(c.allocs_per_request for c in analysis.size_classes) or 1
+        for size_class in analysis.size_classes:
+            tag = " small" if size_class.max_bytes < 64 else " large" if size_class.min_bytes >= 1 << 20 else ""
+            sizes.add_row(size_class.label + tag, f"{size_class.allocs_per_request:.2f}",
+                          "█" * max(1, round(30 * size_class.allocs_per_request / widest)))
+        console.print(sizes)
+
+    if analysis.flags:
+        console.print("[bold]Flags[/]")
+        for flag in analysis.flags:
+            style = {"large": "red", "growth": "red", "small": "yellow"}[flag.kind]
+            console.print(Text.assemble((f"  {flag.kind:<7}", style), f"{flag.function} ",
+                                        (short_path(flag.file, flag.line), "dim"), f": {flag.message}"))
+
+    sites = Table(title=f"Top call sites (of {len(analysis.sites)})", title_justify="left")
+    for column, justify in (("allocs/req", "right"), ("bytes/req", "right"), ("retained/req", "right"),
+                            ("layer", "left"), ("function and line", "left")):
+        sites.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for site in analysis.sites[:TOP_SITES]:
+        where = Text.assemble((site.function, "bold"), "\n", (short_path(site.file, site.line), "dim"))
+        if site.inlined:
+            where.append("\n  via " + site.inlined[-1], style="dim")
+        layer = site.layer if site.nested_in is None else f"{site.layer} (backing {site.nested_in})"
+        sites.add_row(f"{site.allocs_per_request:.2f}", human_bytes(site.bytes_per_request),
+                      human_bytes(site.retained_bytes_per_request), layer, where)
+    console.print(sites)
+
+    growth = run.growth
+    rss = human_bytes(growth.rss_bytes) if growth.rss_bytes is not None else "unknown"
+    console.print(f"Over the run: live bytes {human_bytes(growth.live_bytes)}, RSS {rss}.")
+    if analysis.losses:
+        console.print(Text("Shim tables overflowed (detail lost, totals exact): "
+                           + ", ".join(f"{k}={v}" for k, v in analysis.losses.items()), style="yellow"))
+    for note in run.notes:
+        console.print(Text("note: " + note, style="yellow"))

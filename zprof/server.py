@@ -1,0 +1,160 @@
+"""Server lifecycle: start on a free loopback port in a private directory, wait
+for PING, keep the log, and always stop it."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from zprof.errors import EXIT_TARGET, ZprofError
+from zprof.load.resp import SyncClient
+
+HOST = "127.0.0.1"
+DEFAULT_START_COMMAND = "{binary} --port {port}"
+READY_TIMEOUT_S = 20.0
+STOP_TIMEOUT_S = 5.0
+LOG_TAIL_LINES = 25
+_PR_SET_PDEATHSIG = 1
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((HOST, 0))
+        return probe.getsockname()[1]
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((HOST, port))
+        except OSError:
+            return True
+    return False
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: the kernel kills it if zprof dies."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+@dataclass
+class ServerSpec:
+    binary: Path
+    start_command: str = DEFAULT_START_COMMAND
+    extra_args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    port: int | None = None
+    ready_timeout: float = READY_TIMEOUT_S
+
+    def argv(self, port: int) -> list[str]:
+        command = self.start_command.format(binary=shlex.quote(str(self.binary)), port=port)
+        return shlex.split(command) + self.extra_args
+
+
+class Server:
+    """A running target. Use as a context manager; leaving it stops the server."""
+
+    def __init__(self, spec: ServerSpec, run_dir: Path) -> None:
+        self.spec = spec
+        self.run_dir = run_dir
+        self.workdir = Path(tempfile.mkdtemp(prefix="server-", dir=run_dir))
+        self.log_path = run_dir / "server.log"
+        self.port = spec.port or free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Server:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        if self.spec.port is not None and port_in_use(self.spec.port):
+            raise ZprofError(f"port {self.spec.port} on {HOST} is already in use; pick another with --port")
+        argv = self.spec.argv(self.port)
+        with open(self.log_path, "ab") as log:
+            try:
+                self.process = subprocess.Popen(
+                    argv,
+                    cwd=self.workdir,
+                    env={**os.environ, **self.spec.env},
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    preexec_fn=_die_with_parent,
+                )
+            except OSError as error:
+                raise ZprofError(f"cannot start the server ({shlex.join(argv)}): {error}") from error
+        try:
+            self._wait_until_ready()
+        except BaseException:  # Ctrl-C included: never leave it running
+            self.stop()
+            raise
+
+    def _wait_until_ready(self) -> None:
+        deadline = time.monotonic() + self.spec.ready_timeout
+        last_error: Exception | None = None
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise self.crashed("exited before it answered PING")
+            try:
+                with SyncClient(HOST, self.port, timeout=1.0) as client:
+                    reply = client.call("PING")
+                if reply in ("PONG", b"PONG"):
+                    return
+                last_error = RuntimeError(f"PING answered {reply!r}")
+            except (OSError, TimeoutError, ConnectionError) as error:
+                last_error = error
+            time.sleep(0.05)
+        raise ZprofError(
+            f"the server did not answer PING on {HOST}:{self.port} within {self.spec.ready_timeout:.0f} s "
+            f"({last_error})",
+            detail=self.log_tail(),
+            exit_code=EXIT_TARGET,
+        )
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+        tail = text.splitlines()[-lines:]
+        return f"Last lines of the server log ({self.log_path}):\n" + "\n".join(tail) if tail else ""
+
+    def crashed(self, what: str) -> ZprofError:
+        code = self.process.poll() if self.process else None
+        how = f"signal {-code}" if code is not None and code < 0 else f"exit status {code}"
+        return ZprofError(f"the server {what} ({how})", detail=self.log_tail(), exit_code=EXIT_TARGET)
+
+    def stop(self) -> None:
+        """SIGTERM to the server's process group, then SIGKILL; idempotent."""
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=STOP_TIMEOUT_S)
+        except ProcessLookupError:
+            pass

@@ -1,0 +1,1 @@
+"""Finding Zig, reading the project, and building it with or without the shim."""

@@ -1,0 +1,215 @@
+"""Building the target with `zig build`, into zprof's cache, never into the checkout."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from zprof.errors import ZprofError
+from zprof.target import shim
+from zprof.target.project import ZigProject, hash_sources
+from zprof.target.toolchain import Zig, check_minimum_version
+
+BUILD_TIMEOUT_S = 1800
+LOG_TAIL_LINES = 40
+
+
+def cache_root() -> Path:
+    configured = os.environ.get("ZPROF_CACHE")
+    if configured:
+        return Path(configured).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "zprof"
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    project: ZigProject
+    zig: Zig
+    with_shim: bool = True
+    optimize: str = "ReleaseFast"
+    exe: str | None = None
+    extra_args: tuple[str, ...] = ()
+
+
+@dataclass
+class BuildResult:
+    binary: Path
+    executables: list[str]
+    key: str
+    cached: bool
+    seconds: float
+    with_shim: bool
+    zig_version: str
+    # Set when `zig build` failed but still produced the executable.
+    warnings: list[str] = field(default_factory=list)
+
+
+def build_key(request: BuildRequest) -> str:
+    digest = hashlib.sha256()
+    hash_sources(request.project.root, digest)
+    digest.update(f"{request.zig.version}|{request.optimize}|{request.extra_args}".encode())
+    digest.update((shim.shim_fingerprint() if request.with_shim else "no-shim").encode())
+    return digest.hexdigest()[:20]
+
+
+def _executables(prefix: Path) -> list[str]:
+    bin_dir = prefix / "bin"
+    if not bin_dir.is_dir():
+        return []
+    return sorted(p.name for p in bin_dir.iterdir() if p.is_file() and os.access(p, os.X_OK))
+
+
+def choose_executable(project: ZigProject, executables: list[str], wanted: str | None) -> str:
+    if wanted:
+        if wanted not in executables:
+            raise ZprofError(
+                f"the build produced no executable named {wanted!r}",
+                detail=f"It produced: {', '.join(executables) or 'nothing'}.",
+            )
+        return wanted
+    if len(executables) == 1:
+        return executables[0]
+    for name in (project.name, project.root.name):
+        if name in executables:
+            return name
+    raise ZprofError(
+        f"the build produced several executables and none is named like the project ({project.name})",
+        detail=f"Pick one with --exe NAME: {', '.join(executables)}.",
+    )
+
+
+def _error_lines(log: str) -> str:
+    lines = log.splitlines()
+    errors = [line for line in lines if "error" in line.lower() or "note:" in line]
+    chosen = errors[:LOG_TAIL_LINES] if errors else lines[-LOG_TAIL_LINES:]
+    return "\n".join(chosen)
+
+
+def _missing_dependency(log: str, project: ZigProject) -> ZprofError | None:
+    """A package that is not in Zig's cache and could not be downloaded."""
+    if not re.search(r"unable to (?:connect|resolve|download|fetch)|ConnectionRefused|TemporaryNameServerFailure"
+                     r"|NetworkUnreachable|UnknownHostName|ConnectionTimedOut", log):
+        return None
+    missing = [dep for dep in project.dependencies if dep.url and dep.url in log] or [
+        dep for dep in project.dependencies if dep.url
+    ]
+    names = ", ".join(f"{dep.name} ({dep.url})" for dep in missing) or "a package"
+    hints = "\n".join(
+        f"  zig fetch /path/to/{dep.name}-checkout   # must print {dep.hash}" for dep in missing if dep.hash
+    )
+    return ZprofError(
+        f"zig build needs {names}, which is not in Zig's package cache, and this machine could not download it",
+        detail=(
+            "Bring the package in on a machine with network access, or from a checkout of its source at the "
+            "version named in build.zig.zon, then add it to the cache with:\n"
+            f"{hints}\n\n{_error_lines(log)}"
+        ),
+    )
+
+
+def _failure_detail(log: str) -> str:
+    libraries = re.findall(r"unable to find (?:dynamic|static) system library '([^']+)'", log)
+    hints = "".join(
+        f"The build links the system library {name}: install its development package "
+        f"(on Debian: `apt-cache search lib{name.split('-')[0]}` names it, e.g. lib{name}-dev).\n"
+        for name in dict.fromkeys(libraries)
+    )
+    return hints + _error_lines(log)
+
+
+def _explain_partial_failure(log: str, returncode: int) -> list[str]:
+    """Why `zig build` reported a failure although the executable is there."""
+    if returncode != 0:
+        warnings = [f"zig build exited with status {returncode}, but it produced the executable; zprof uses it."]
+    else:
+        warnings = ["zig build reported a failed step but exited 0 and produced the executable; zprof uses it."]
+    named = {path.rstrip("'\":,.") for path in re.findall(r"/[\w.+-]+(?:/[\w.+-]+)+", log)}
+    absent = sorted(path for path in named if not Path(path).exists())
+    if absent:
+        warnings.append(
+            "The build names paths that do not exist on this machine "
+            f"({', '.join(absent[:4])}); on Linux these are usually macOS-only library directories "
+            "added in build.zig (for example /opt/homebrew/...)."
+        )
+    warnings.append("zig build's error output:\n" + _error_lines(log))
+    return warnings
+
+
+def build(request: BuildRequest, *, progress: Callable[[str], None] | None = None) -> BuildResult:
+    """Build (or reuse) the target; the checkout is read, never written."""
+    project, zig = request.project, request.zig
+    check_minimum_version(zig, project.minimum_zig_version, project.root)
+    started = time.monotonic()
+    key = build_key(request)
+    out_dir = cache_root() / "builds" / f"{project.name}-{key}"
+    prefix = out_dir / "prefix"
+    meta_file = out_dir / "build.json"
+    if meta_file.is_file():
+        meta = json.loads(meta_file.read_text())
+        exe = choose_executable(project, meta["executables"], request.exe)
+        if (prefix / "bin" / exe).is_file():
+            meta.update(binary=prefix / "bin" / exe, cached=True, seconds=time.monotonic() - started)
+            return BuildResult(**meta)
+
+    lib_dir = shim.overlay_lib_dir(zig, cache_root()) if request.with_shim else None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    command = [
+        str(zig.exe), "build",
+        f"-Doptimize={request.optimize}",
+        "--prefix", str(prefix),
+        # Both caches go outside the checkout; the global one keeps Zig's default
+        # location so packages already fetched there are found.
+        "--cache-dir", str(cache_root() / "zig-local-cache"),
+        *(["--zig-lib-dir", str(lib_dir)] if lib_dir else []),
+        *request.extra_args,
+    ]
+    env = {k: v for k, v in os.environ.items() if k != shim.ENV_VAR}
+    if progress:
+        progress(f"zig build -Doptimize={request.optimize}{' with the zprof shim' if lib_dir else ''}")
+    try:
+        done = subprocess.run(
+            command, cwd=project.root, env=env, capture_output=True, text=True,
+            timeout=BUILD_TIMEOUT_S, check=False, stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired as expired:
+        raise ZprofError(f"zig build did not finish within {BUILD_TIMEOUT_S} s") from expired
+    log = (done.stdout or "") + (done.stderr or "")
+    (out_dir / "build.log").write_text(log)
+
+    executables = _executables(prefix)
+    warnings: list[str] = []
+    if done.returncode != 0:
+        missing = _missing_dependency(log, project)
+        if missing:
+            raise missing
+        if not executables:
+            raise ZprofError(f"zig build failed in {project.root}", detail=_failure_detail(log))
+    if done.returncode != 0 or re.search(r"\berror:|\bfailure\b", log):
+        # Zig prints some linker warnings as "error: warning: ..." under a step
+        # marked "failure", even when the build succeeds.
+        warnings = _explain_partial_failure(log, done.returncode)
+    if not executables:
+        raise ZprofError(f"zig build succeeded but installed no executable under {prefix / 'bin'}")
+    exe = choose_executable(project, executables, request.exe)
+    result = BuildResult(
+        binary=prefix / "bin" / exe,
+        executables=executables,
+        key=key,
+        cached=False,
+        seconds=time.monotonic() - started,
+        with_shim=request.with_shim,
+        zig_version=zig.version,
+        warnings=warnings,
+    )
+    meta = {k: v for k, v in asdict(result).items() if k not in ("cached", "seconds")}
+    meta["binary"] = str(result.binary)
+    meta_file.write_text(json.dumps(meta, indent=2))
+    return result
