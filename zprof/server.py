@@ -127,6 +127,16 @@ class Server:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def exited_within(self, seconds: float) -> bool:
+        """True if the server is gone now or within `seconds` (a dying one may need a moment)."""
+        if self.process is None:
+            return True
+        try:
+            self.process.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
     @property
     def pid(self) -> int:
         assert self.process is not None

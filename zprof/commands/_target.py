@@ -17,7 +17,7 @@ import click
 from rich.console import Console
 
 from zprof.errors import ZprofError
-from zprof.server import DEFAULT_START_COMMAND, ServerSpec
+from zprof.server import DEFAULT_START_COMMAND, READY_TIMEOUT_S, ServerSpec
 from zprof.target.build import BuildRequest, BuildResult, build, cache_root
 from zprof.target.project import ZigProject, load_project
 from zprof.target.toolchain import find_zig
@@ -31,6 +31,7 @@ class TargetOptions:
     server_args: str
     start_command: str
     port: int | None
+    ready_timeout: float
 
 
 _OPTION_NAMES = tuple(f.name for f in fields(TargetOptions))
@@ -55,6 +56,8 @@ def target_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      help="How to start the server; {binary} and {port} are filled in."),
         click.option("--port", default=None, type=click.IntRange(1, 65535),
                      help="Port for the server on 127.0.0.1 (default: a free one)."),
+        click.option("--ready-timeout", default=READY_TIMEOUT_S, show_default=True,
+                     type=click.FloatRange(0.5, 3600), help="Seconds to wait for the server to answer PING."),
     ]
     for decorator in reversed(decorators):
         with_target = decorator(with_target)
@@ -79,7 +82,7 @@ def server_spec(options: TargetOptions, binary: Path, env: dict[str, str]) -> Se
     except ValueError as error:
         raise ZprofError(f"cannot parse --server-args: {error}") from error
     return ServerSpec(binary=binary, start_command=options.start_command, extra_args=extra, env=env,
-                      port=options.port)
+                      port=options.port, ready_timeout=options.ready_timeout)
 
 
 @contextmanager

@@ -195,7 +195,7 @@ async def _run(session: LoadSession, workload: Workload, requests: int, pipeline
     try:
         return await asyncio.wait_for(session.run(workload, requests, pipeline, progress), LOAD_TIMEOUT_S)
     except LoadError as failure:
-        if not server.alive():
+        if server.exited_within(1.0):
             raise _Interrupted(failure.result, server.crashed(
                 f"crashed after {failure.result.requests:,} of {requests:,} requests")) from failure
         raise _Interrupted(failure.result, ZprofError(

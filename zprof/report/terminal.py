@@ -54,7 +54,10 @@ def render_allocs(run: AllocsRun, console: Console) -> None:
         f"{load.requests_per_second:,.0f} req/s with the shim, {load.errors} error(s)"
     )
     for warning in run.target.build_warnings:
-        console.print(Text("build: " + warning.splitlines()[0], style="yellow"))
+        first, *rest = warning.splitlines()
+        console.print(Text("build: " + first, style="yellow"))
+        for line in rest:
+            console.print(Text("  " + line, style="dim"))
     if not run.complete:
         console.print(Text("The run did not finish: these figures cover the requests that completed.", style="red"))
 

@@ -54,6 +54,8 @@ class BuildResult:
 
 def build_key(request: BuildRequest) -> str:
     digest = hashlib.sha256()
+    # The path is part of the key: DWARF names source files by absolute path.
+    digest.update(str(request.project.root).encode() + b"\0")
     hash_sources(request.project.root, digest)
     digest.update(f"{request.zig.version}|{request.optimize}|{request.extra_args}".encode())
     digest.update((shim.shim_fingerprint() if request.with_shim else "no-shim").encode())

@@ -1,0 +1,77 @@
+"""Shared fixtures: the real Zig compiler, a zprof cache for the session, and
+a runner for the real CLI in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MINIKV = REPO / "examples" / "minikv"
+CLI_TIMEOUT_S = 900
+
+
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+@pytest.fixture(scope="session")
+def zig_exe() -> str:
+    import ziglang
+
+    return str(Path(ziglang.__file__).parent / "zig")
+
+
+@pytest.fixture(scope="session")
+def zprof_env(tmp_path_factory: pytest.TempPathFactory, zig_exe: str) -> dict[str, str]:
+    """One zprof cache for the whole session, so minikv is built once per flavour."""
+    cache = os.environ.get("ZPROF_TEST_CACHE") or str(tmp_path_factory.mktemp("zprof-cache"))
+    env = {k: v for k, v in os.environ.items() if k not in ("ZPROF_SHM", "ZIG")}
+    env.update(ZPROF_CACHE=cache, ZIG=zig_exe, COLUMNS="160")
+    return env
+
+
+@pytest.fixture(scope="session")
+def run_zprof(zprof_env: dict[str, str]):
+    def run(*args: str, cwd: Path | None = None, timeout: float = CLI_TIMEOUT_S,
+            env: dict[str, str] | None = None) -> CliResult:
+        done = subprocess.run(
+            [sys.executable, "-m", "zprof", *args],
+            cwd=cwd or REPO, env={**zprof_env, **(env or {})}, capture_output=True, text=True,
+            timeout=timeout, stdin=subprocess.DEVNULL, check=False,
+        )
+        return CliResult(done.returncode, done.stdout, done.stderr)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def allocs_json(run_zprof, tmp_path_factory: pytest.TempPathFactory):
+    """`zprof allocs` on minikv, returning its JSON report; each distinct run once per session."""
+    results: dict[tuple[str, ...], dict] = {}
+    out_dir = tmp_path_factory.mktemp("allocs")
+
+    def run(command: str, *extra: str) -> dict:
+        key = (command, *extra)
+        if key not in results:
+            path = out_dir / f"report-{len(results)}.json"
+            done = run_zprof("allocs", command, "--project", str(MINIKV), "--json", str(path), *extra)
+            assert done.returncode == 0, done.output
+            assert "Traceback" not in done.output
+            results[key] = json.loads(path.read_text())
+        return results[key]
+
+    return run

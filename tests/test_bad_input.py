@@ -1,0 +1,153 @@
+"""Bad input and faults: one clear message, exit code 2 (1 for a target that
+failed after it started), never a traceback or a hang, no process left behind."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import subprocess
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.conftest import MINIKV
+from zprof.collect.shim_counters import FILE_SIZE, MAGIC, ShimCounters, create_counter_file
+from zprof.errors import ZprofError
+
+
+def assert_clean_failure(result, code: int, *phrases: str) -> None:
+    assert result.returncode == code, result.output
+    assert "Traceback" not in result.output
+    for phrase in phrases:
+        assert phrase in result.output, result.output
+
+
+def write_project(root: Path, main_zig: str, zon_extra: str = "", minimum: str = "0.15.0") -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "build.zig").write_text(
+        'const std = @import("std");\n'
+        "pub fn build(b: *std.Build) void {\n"
+        "    const exe = b.addExecutable(.{ .name = \"tiny\", .root_module = b.createModule(.{\n"
+        '        .root_source_file = b.path("main.zig"), .target = b.standardTargetOptions(.{}),\n'
+        "        .optimize = b.standardOptimizeOption(.{}) }) });\n"
+        "    b.installArtifact(exe);\n}\n"
+    )
+    (root / "build.zig.zon").write_text(
+        ".{ .name = .tiny, .version = \"0.0.1\", .fingerprint = 0x50b897c9ddc30cb5,\n"
+        f'   .minimum_zig_version = "{minimum}", .dependencies = .{{ {zon_extra} }},\n'
+        '   .paths = .{ "build.zig", "build.zig.zon", "main.zig" } }\n'
+    )
+    (root / "main.zig").write_text(main_zig)
+    return root
+
+
+def no_leftover_servers(marker: str) -> bool:
+    return not [p for p in psutil.process_iter(["cmdline"]) if marker in " ".join(p.info["cmdline"] or [])]
+
+
+def test_a_directory_without_build_zig(run_zprof, tmp_path):
+    result = run_zprof("allocs", "HSET", "--project", str(tmp_path))
+    assert_clean_failure(result, 2, "has no build.zig")
+
+
+def test_a_zig_too_old_for_the_project(run_zprof, tmp_path):
+    project = write_project(tmp_path / "p", "pub fn main() void {}\n", minimum="99.0.0")
+    result = run_zprof("build", "--project", str(project))
+    assert_clean_failure(result, 2, "needs Zig 99.0.0", "0.15.2")
+
+
+@pytest.mark.slow
+def test_a_build_that_fails_shows_the_compiler_errors(run_zprof, tmp_path):
+    project = write_project(tmp_path / "p", "pub fn main() void { undefined_name(); }\n")
+    result = run_zprof("build", "--project", str(project))
+    assert_clean_failure(result, 2, "zig build failed", "undefined_name")
+
+
+def test_a_dependency_missing_from_the_package_cache(run_zprof, tmp_path):
+    dependency = ('.gone = .{ .url = "https://zprof-test.invalid/gone-1.0.0.tar.gz", '
+                  '.hash = "gone-1.0.0-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA" },')
+    project = write_project(tmp_path / "p", "pub fn main() void {}\n", zon_extra=dependency)
+    result = run_zprof("build", "--project", str(project), timeout=300)
+    assert_clean_failure(result, 2, "gone", "not in Zig's package cache", "zig fetch")
+
+
+@pytest.mark.slow
+def test_an_unknown_command_is_bad_input(run_zprof):
+    result = run_zprof("allocs", "NOSUCHCMD", "--project", str(MINIKV), "--args", "NOSUCHCMD x")
+    assert_clean_failure(result, 2, "unknown command")
+
+
+def test_a_command_without_default_arguments_asks_for_them(run_zprof):
+    result = run_zprof("allocs", "XADD", "--project", str(MINIKV))
+    assert_clean_failure(result, 2, "--args")
+
+
+@pytest.mark.slow
+def test_a_server_that_never_answers_ping(run_zprof):
+    marker = "zprof-test-silent-server"
+    result = run_zprof("allocs", "GET", "--project", str(MINIKV), "--ready-timeout", "2",
+                       "--start-command", f"sh -c 'exec sleep 300' {marker} {{binary}} {{port}}")
+    assert_clean_failure(result, 1, "did not answer PING")
+    assert no_leftover_servers("sleep 300")
+
+
+@pytest.mark.slow
+def test_a_server_that_crashes_mid_run_is_reported_with_its_log(run_zprof):
+    # The wrapper kills the real server a moment after start-up, during the load.
+    start = ("sh -c '\"$0\" --port \"$1\" & pid=$!; sleep 1; echo zprof-test-crash; kill -9 $pid; wait' "
+             "{binary} {port}")
+    result = run_zprof("allocs", "SET", "--project", str(MINIKV), "--requests", "10000000",
+                       "--warmup", "0", "--start-command", start, "--clients", "1")
+    assert_clean_failure(result, 1, "crashed", "zprof-test-crash")
+
+
+@pytest.mark.slow
+def test_a_port_in_use(run_zprof):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_zprof("allocs", "GET", "--project", str(MINIKV), "--port", str(port))
+    assert_clean_failure(result, 2, f"port {port}", "in use")
+
+
+def test_a_counter_file_with_a_foreign_magic_number(tmp_path):
+    path = create_counter_file(tmp_path / "counters")
+    with open(path, "r+b") as handle:
+        handle.write(struct.pack("<Q", 0xDEADBEEF))
+    with pytest.raises(ZprofError, match="corrupt or truncated"):
+        ShimCounters(path).snapshot()
+
+
+def test_a_truncated_counter_file(tmp_path):
+    path = create_counter_file(tmp_path / "counters")
+    header = struct.pack("<18Q", MAGIC, 1, 144, FILE_SIZE * 2, 1, 16, 16384, 8, 1 << 22, 64,
+                         192, 256, 768, 2304, 4096, 15 * 8, 18 * 8, 24)
+    with open(path, "r+b") as handle:
+        handle.write(header)
+    with pytest.raises(ZprofError, match="header says"):
+        ShimCounters(path).snapshot()
+
+
+def test_a_counter_file_nobody_attached_to(tmp_path):
+    path = create_counter_file(tmp_path / "counters")
+    with pytest.raises(ZprofError, match="never attached"):
+        ShimCounters(path).snapshot()
+
+
+def test_bad_numbers_are_usage_errors(run_zprof):
+    result = run_zprof("allocs", "GET", "--project", str(MINIKV), "--requests", "0")
+    assert_clean_failure(result, 2, "--requests")
+
+
+def test_doctor_names_every_tool(run_zprof):
+    result = run_zprof("doctor")
+    assert result.returncode in (0, 1)
+    for tool in ("zig", "perf", "valgrind", "redis-server", "redis-benchmark"):
+        assert tool in result.stdout
+
+
+def test_no_server_outlives_the_tests():
+    subprocess.run(["sync"], check=False)
+    assert no_leftover_servers("minikv --port")

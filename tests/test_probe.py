@@ -1,0 +1,100 @@
+"""Probes against a server that serves one connection at a time and drops
+pipelined commands, as Zoltraak does today. minikv cannot be made to behave
+like that, so this fault is played by a small fake server."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+
+import pytest
+
+from zprof.errors import ZprofError
+from zprof.load.driver import LoadSession, Workload
+from zprof.load.probe import check_command, probe
+
+
+class OneAtATimeServer:
+    """Accepts one connection, answers only the first command of each read."""
+
+    def __init__(self) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.listener.settimeout(0.2)
+        self.port = self.listener.getsockname()[1]
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                connection, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            with connection:
+                connection.settimeout(0.2)
+                while not self.stopping.is_set():
+                    try:
+                        data = connection.recv(65536)
+                    except TimeoutError:
+                        continue
+                    except OSError:
+                        break
+                    if not data:
+                        break
+                    first = data.split(b"\r\n")
+                    name = first[2].upper() if len(first) > 2 else b""
+                    reply = b"+PONG\r\n" if name == b"PING" else (
+                        b"$%d\r\n%s\r\n" % (len(first[4]), first[4]) if name == b"ECHO" else
+                        b"-ERR unknown command\r\n" if name == b"NOPE" else b"+OK\r\n")
+                    try:
+                        connection.sendall(reply)
+                    except OSError:
+                        break
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.thread.join(5)
+        self.listener.close()
+
+
+@pytest.fixture
+def fake_server():
+    server = OneAtATimeServer()
+    yield server
+    server.close()
+
+
+def test_probe_finds_one_connection_at_a_time_and_no_pipelining(fake_server):
+    started = time.monotonic()
+    capabilities = probe("127.0.0.1", fake_server.port, clients=50, pipeline=16)
+    assert time.monotonic() - started < 15
+    assert not capabilities.concurrent_clients
+    assert not capabilities.pipelining
+    assert capabilities.adapt(50, 16) == (1, 1)
+    assert len(capabilities.notes) == 2
+
+
+def test_the_adapted_load_completes(fake_server):
+    capabilities = probe("127.0.0.1", fake_server.port, clients=4, pipeline=8)
+    clients, pipeline = capabilities.adapt(4, 8)
+
+    async def drive():
+        session = LoadSession("127.0.0.1", fake_server.port, clients)
+        await session.connect()
+        try:
+            return await session.run(Workload.from_template("SET k:__rand_int__ v"), 200, pipeline)
+        finally:
+            await session.close()
+
+    result = asyncio.run(asyncio.wait_for(drive(), 30))
+    assert result.requests == 200 and result.errors == 0
+
+
+def test_a_command_answered_with_an_error_is_bad_input(fake_server):
+    with pytest.raises(ZprofError, match="unknown command"):
+        check_command("127.0.0.1", fake_server.port, Workload.from_template("NOPE x"))
