@@ -10,6 +10,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,6 +27,15 @@ class CliResult:
     @property
     def output(self) -> str:
         return self.stdout + self.stderr
+
+
+def processes_mentioning(text: str) -> list[str]:
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        command = " ".join(process.info["cmdline"] or [])
+        if text in command and "pytest" not in command:
+            found.append(command)
+    return found
 
 
 @pytest.fixture(scope="session")
@@ -53,6 +63,8 @@ def run_zprof(zprof_env: dict[str, str]):
             cwd=cwd or REPO, env={**zprof_env, **(env or {})}, capture_output=True, text=True,
             timeout=timeout, stdin=subprocess.DEVNULL, check=False,
         )
+        # Every server zprof started runs a binary from this session's cache: none may remain.
+        assert processes_mentioning(zprof_env["ZPROF_CACHE"]) == [], "zprof left a process running"
         return CliResult(done.returncode, done.stdout, done.stderr)
 
     return run

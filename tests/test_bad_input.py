@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import socket
 import struct
-import subprocess
 from pathlib import Path
 
-import psutil
 import pytest
 
-from tests.conftest import MINIKV
+from tests.conftest import MINIKV, processes_mentioning
 from zprof.collect.shim_counters import FILE_SIZE, MAGIC, ShimCounters, create_counter_file
 from zprof.errors import ZprofError
 
@@ -40,10 +38,6 @@ def write_project(root: Path, main_zig: str, zon_extra: str = "", minimum: str =
     )
     (root / "main.zig").write_text(main_zig)
     return root
-
-
-def no_leftover_servers(marker: str) -> bool:
-    return not [p for p in psutil.process_iter(["cmdline"]) if marker in " ".join(p.info["cmdline"] or [])]
 
 
 def test_a_directory_without_build_zig(run_zprof, tmp_path):
@@ -89,7 +83,7 @@ def test_a_server_that_never_answers_ping(run_zprof):
     result = run_zprof("allocs", "GET", "--project", str(MINIKV), "--ready-timeout", "2",
                        "--start-command", f"sh -c 'exec sleep 300' {marker} {{binary}} {{port}}")
     assert_clean_failure(result, 1, "did not answer PING")
-    assert no_leftover_servers("sleep 300")
+    assert processes_mentioning("sleep 300") == []
 
 
 @pytest.mark.slow
@@ -146,8 +140,3 @@ def test_doctor_names_every_tool(run_zprof):
     assert result.returncode in (0, 1)
     for tool in ("zig", "perf", "valgrind", "redis-server", "redis-benchmark"):
         assert tool in result.stdout
-
-
-def test_no_server_outlives_the_tests():
-    subprocess.run(["sync"], check=False)
-    assert no_leftover_servers("minikv --port")

@@ -3,10 +3,8 @@ for PING, keep the log, and always stop it."""
 
 from __future__ import annotations
 
-import ctypes
 import os
 import shlex
-import signal
 import socket
 import subprocess
 import tempfile
@@ -16,13 +14,13 @@ from pathlib import Path
 
 from zprof.errors import EXIT_TARGET, ZprofError
 from zprof.load.resp import SyncClient
+from zprof.procs import die_with_parent, kill_group
 
 HOST = "127.0.0.1"
 DEFAULT_START_COMMAND = "{binary} --port {port}"
 READY_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 5.0
 LOG_TAIL_LINES = 25
-_PR_SET_PDEATHSIG = 1
 
 
 def free_port() -> int:
@@ -38,12 +36,6 @@ def port_in_use(port: int) -> bool:
         except OSError:
             return True
     return False
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: the kernel kills it if zprof dies."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 @dataclass
@@ -92,7 +84,7 @@ class Server:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
-                    preexec_fn=_die_with_parent,
+                    preexec_fn=die_with_parent,
                 )
             except OSError as error:
                 raise ZprofError(f"cannot start the server ({shlex.join(argv)}): {error}") from error
@@ -157,14 +149,5 @@ class Server:
 
     def stop(self) -> None:
         """SIGTERM to the server's process group, then SIGKILL; idempotent."""
-        process = self.process
-        if process is None or process.poll() is not None:
-            return
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=STOP_TIMEOUT_S)
-        except ProcessLookupError:
-            pass
+        if self.process is not None:
+            kill_group(self.process, STOP_TIMEOUT_S)

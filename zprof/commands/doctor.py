@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from zprof.errors import ZprofError
+from zprof.procs import run_bounded
 from zprof.target.toolchain import Version, find_zig
 
 TOOL_TIMEOUT_S = 10
@@ -31,8 +32,7 @@ class Check:
 
 def _version_of(argv: list[str]) -> str | None:
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=TOOL_TIMEOUT_S, check=False,
-                              stdin=subprocess.DEVNULL)
+        done = run_bounded(argv, TOOL_TIMEOUT_S)
     except (OSError, subprocess.TimeoutExpired):
         return None
     text = (done.stdout or done.stderr).strip().splitlines()

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from zprof.errors import ZprofError
+from zprof.procs import run_bounded
 from zprof.target import shim
 from zprof.target.project import ZigProject, hash_sources
 from zprof.target.toolchain import Zig, check_minimum_version
@@ -177,10 +178,7 @@ def build(request: BuildRequest, *, progress: Callable[[str], None] | None = Non
     if progress:
         progress(f"zig build -Doptimize={request.optimize}{' with the zprof shim' if lib_dir else ''}")
     try:
-        done = subprocess.run(
-            command, cwd=project.root, env=env, capture_output=True, text=True,
-            timeout=BUILD_TIMEOUT_S, check=False, stdin=subprocess.DEVNULL,
-        )
+        done = run_bounded(command, BUILD_TIMEOUT_S, cwd=project.root, env=env)
     except subprocess.TimeoutExpired as expired:
         raise ZprofError(f"zig build did not finish within {BUILD_TIMEOUT_S} s") from expired
     log = (done.stdout or "") + (done.stderr or "")

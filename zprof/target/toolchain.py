@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from zprof.errors import ZprofError
+from zprof.procs import run_bounded
 
 ZIG_ENV_TIMEOUT_S = 30
 
@@ -64,9 +65,7 @@ def _candidates(explicit: str | None) -> list[tuple[str, str]]:
 def read_zig_env(exe: str) -> dict[str, str]:
     """`zig env` prints ZON in 0.15 and JSON before; both are `key = "value"`-ish."""
     try:
-        done = subprocess.run(
-            [exe, "env"], capture_output=True, text=True, timeout=ZIG_ENV_TIMEOUT_S, check=False
-        )
+        done = run_bounded([exe, "env"], ZIG_ENV_TIMEOUT_S)
     except (OSError, subprocess.TimeoutExpired) as error:
         raise ZprofError(f"cannot run the Zig compiler at {exe}: {error}") from error
     if done.returncode != 0:
@@ -91,8 +90,9 @@ def find_zig(explicit: str | None = None) -> Zig:
         return Zig(
             exe=Path(shutil.which(exe) or exe),
             version=env["version"],
-            lib_dir=Path(env["lib_dir"]),
-            global_cache_dir=Path(env["global_cache_dir"]),
+            # zig env may print paths relative to the working directory.
+            lib_dir=Path(env["lib_dir"]).resolve(),
+            global_cache_dir=Path(env["global_cache_dir"]).resolve(),
             found_by=found_by,
         )
     except KeyError as missing:
