@@ -17,9 +17,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 MINIKV = REPO / "examples" / "minikv"
-ROUNDS = int(os.environ.get("ROUNDS", "3"))
+ROUNDS = int(os.environ.get("ROUNDS", "5"))
 TESTS = os.environ.get("TESTS", "set,get,hset,lpush,sadd")
-REQUESTS = os.environ.get("REQUESTS", "200000")
+REQUESTS = os.environ.get("REQUESTS", "1000000")
 
 sys.path.insert(0, str(REPO))
 from zprof.collect.shim_counters import create_counter_file  # noqa: E402

@@ -230,7 +230,8 @@ def analyse(window: Window, requests: int, symbolizer: Symbolizer, bias: int = 0
             allocs_per_request=delta["allocs"] * per,
             nested_allocs_per_request=delta["nested_allocs"] * per,
             bytes_per_request=delta["alloc_bytes"] * per,
-            frees_per_request=delta["frees"] * per,
+            # Every free this layer served, including its users' backing frees.
+            frees_per_request=(delta["frees"] + delta["nested_frees"]) * per,
             resizes_per_request=(delta["resizes_in_place"] + delta["resizes_refused"]) * per,
             remaps_per_request=(delta["remaps_in_place"] + delta["remaps_moved"] + delta["remaps_refused"]) * per,
             live_bytes_growth=_signed(layer.live_bytes) - _signed(live_before),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 from rich.console import Console
 from rich.table import Table
@@ -12,6 +13,16 @@ from zprof.analysis.allocations import ARENA
 from zprof.artifacts import AllocsRun
 
 TOP_SITES = 12
+# Rows below this many per request are rounding noise in a terminal (the JSON keeps them).
+SHOWN_PER_REQUEST = 0.005
+LONG_NAME = 60
+
+
+def short_name(name: str) -> str:
+    """Long generic parameter lists folded: `DebugAllocator(.{ ... }).alloc`."""
+    if len(name) <= LONG_NAME:
+        return name
+    return re.sub(r"\(\.\{[^()]*\}\)", "(.{...})", name)
 
 
 def make_console(stderr: bool = False) -> Console:
@@ -93,6 +104,8 @@ def render_allocs(run: AllocsRun, console: Console) -> None:
         sizes.add_column("")
         widest = max(c.allocs_per_request for c in analysis.size_classes) or 1
         for size_class in analysis.size_classes:
+            if size_class.allocs_per_request < SHOWN_PER_REQUEST:
+                continue
             tag = " small" if size_class.max_bytes < 64 else " large" if size_class.min_bytes >= 1 << 20 else ""
             sizes.add_row(size_class.label + tag, f"{size_class.allocs_per_request:.2f}",
                           "█" * max(1, round(30 * size_class.allocs_per_request / widest)))
@@ -105,14 +118,18 @@ def render_allocs(run: AllocsRun, console: Console) -> None:
             console.print(Text.assemble((f"  {flag.kind:<7}", style), f"{flag.function} ",
                                         (short_path(flag.file, flag.line), "dim"), f": {flag.message}"))
 
+    shown = [site for site in analysis.sites
+             if site.allocs_per_request >= SHOWN_PER_REQUEST or abs(site.retained_bytes_per_request) >= 1]
+    # Program code first; then what allocators asked of their backing allocators.
+    shown.sort(key=lambda site: (site.nested_in is not None, -site.allocs_per_request, -site.bytes_per_request))
     sites = Table(title=f"Top call sites (of {len(analysis.sites)})", title_justify="left")
     for column, justify in (("allocs/req", "right"), ("bytes/req", "right"), ("retained/req", "right"),
                             ("layer", "left"), ("function and line", "left")):
         sites.add_column(column, justify=justify)  # type: ignore[arg-type]
-    for site in analysis.sites[:TOP_SITES]:
-        where = Text.assemble((site.function, "bold"), "\n", (short_path(site.file, site.line), "dim"))
+    for site in shown[:TOP_SITES]:
+        where = Text.assemble((short_name(site.function), "bold"), "\n", (short_path(site.file, site.line), "dim"))
         if site.inlined:
-            where.append("\n  via " + site.inlined[-1], style="dim")
+            where.append("\n  via " + short_name(site.inlined[-1]), style="dim")
         layer = site.layer if site.nested_in is None else f"{site.layer} (backing {site.nested_in})"
         sites.add_row(f"{site.allocs_per_request:.2f}", human_bytes(site.bytes_per_request),
                       human_bytes(site.retained_bytes_per_request), layer, where)
