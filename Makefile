@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 ZPROF := $(VENV)/bin/zprof
-DEBIAN_PACKAGES := redis-server redis-tools linux-perf valgrind binutils
+DEBIAN_PACKAGES := redis-server redis-tools linux-perf valgrind binutils chromium chromium-driver golang-go
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint bench system-packages clean

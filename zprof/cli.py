@@ -11,6 +11,7 @@ from zprof import __version__
 from zprof.commands.allocs import allocs_command
 from zprof.commands.build import build_command
 from zprof.commands.doctor import doctor_command
+from zprof.commands.flame import flame_command
 from zprof.errors import EXIT_USAGE, ZprofError
 
 
@@ -23,6 +24,7 @@ def cli() -> None:
 cli.add_command(allocs_command)
 cli.add_command(build_command)
 cli.add_command(doctor_command)
+cli.add_command(flame_command)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,7 @@ stack are merged.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 # What a frame belongs to, for colouring and for the "project function over
 # 10%" flag: the target's own code, Zig's std, the C library, the kernel.
@@ -98,3 +98,32 @@ def parse_folded(lines: list[str]) -> dict[str, int]:
         stack, _, count = line.rpartition(" ")
         stacks[stack] += int(count)
     return dict(stacks)
+
+
+PROFILE_SCHEMA = "zprof.profile/1"
+
+
+def profile_to_json(profile: StackProfile) -> dict:
+    """zprof's own saved form of a profile: what `flame --diff` reads back."""
+    return {
+        "schema": PROFILE_SCHEMA,
+        "unit": profile.unit,
+        "frequency_hz": profile.frequency_hz,
+        "duration_s": profile.duration_s,
+        "recorded_samples": profile.recorded_samples,
+        "frames": [asdict(frame) for frame in profile.frames],
+        "samples": [[sample.thread, list(sample.stack), sample.weight] for sample in profile.samples],
+    }
+
+
+def profile_from_json(data: dict) -> StackProfile:
+    if data.get("schema") != PROFILE_SCHEMA:
+        raise ValueError(f"not a {PROFILE_SCHEMA} file")
+    return StackProfile(
+        frames=[Frame(**frame) for frame in data["frames"]],
+        samples=[StackSample(thread, tuple(stack), weight) for thread, stack, weight in data["samples"]],
+        unit=data["unit"],
+        frequency_hz=data["frequency_hz"],
+        duration_s=data["duration_s"],
+        recorded_samples=data["recorded_samples"],
+    )

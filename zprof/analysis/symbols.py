@@ -21,7 +21,7 @@ from elftools.elf.elffile import ELFFile
 from zprof.errors import ZprofError
 
 # Bumped when what is cached changes meaning.
-CACHE_VERSION = 2
+CACHE_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -29,19 +29,30 @@ class SourceFrame:
     function: str
     file: str | None
     line: int | None
+    # Where the function itself is declared (DWARF's decl_line), when known.
+    decl_line: int | None = None
 
     @property
     def where(self) -> str:
         return f"{self.file}:{self.line}" if self.file else "?"
 
 
+# Zig's own library directories, as `lib/NAME/` inside any Zig installation.
+_ZIG_LIBRARIES = ("std", "compiler_rt")
+
+
 def display_path(path: str) -> str:
-    """Zig's std files by their place in std (the build compiled them from a copy)."""
-    return "std/" + path.split("/lib/std/", 1)[1] if "/lib/std/" in path else path
+    """Zig's library files by their place in it (the build compiled them from a copy)."""
+    for library in _ZIG_LIBRARIES:
+        marker = f"/lib/{library}/"
+        if marker in path:
+            return library + "/" + path.split(marker, 1)[1]
+    return path
 
 
 def is_std_file(path: str | None) -> bool:
-    return bool(path) and ("/lib/std/" in path or path.startswith("std/"))  # type: ignore[operator]
+    """Zig's std or compiler runtime, rather than the project's own code."""
+    return bool(path) and display_path(path).startswith(tuple(f"{lib}/" for lib in _ZIG_LIBRARIES))  # type: ignore[arg-type]
 
 
 @dataclass
@@ -53,6 +64,7 @@ class _Scope:
     ranges: list[tuple[int, int]]
     call_file: str | None
     call_line: int | None
+    decl_line: int | None
 
 
 class Symbolizer:
@@ -90,6 +102,10 @@ class Symbolizer:
         )
         self._symbols = found
         self._starts = [start for start, _, _ in found]
+
+    def function_starts(self) -> dict[str, int]:
+        """Function name to its address, as perf names functions."""
+        return {name: start for start, _, name in self._symbols}
 
     def symbol(self, address: int) -> str | None:
         index = bisect.bisect_right(self._starts, address) - 1
@@ -161,7 +177,7 @@ class Symbolizer:
                 file, line = self._line_at(lines, address)
                 frames: list[SourceFrame] = []
                 for scope in chain:
-                    frames.append(SourceFrame(scope.name, file, line))
+                    frames.append(SourceFrame(scope.name, file, line, scope.decl_line))
                     file, line = scope.call_file, scope.call_line
                 resolved[address] = tuple(frames)
         return resolved
@@ -241,19 +257,23 @@ class Symbolizer:
             return found
         return []
 
-    def _scope_name(self, die: DIE) -> str:
-        seen = 0
-        while die is not None and seen < 8:
+    @staticmethod
+    def _origin_attribute(die: DIE, keys: tuple[str, ...]):  # type: ignore[no-untyped-def]
+        """The first of `keys` on the DIE or on what it is an instance of."""
+        for _ in range(8):
             attrs = die.attributes
-            for key in ("DW_AT_linkage_name", "DW_AT_MIPS_linkage_name", "DW_AT_name"):
+            for key in keys:
                 if key in attrs:
-                    return attrs[key].value.decode(errors="replace")
+                    return attrs[key].value
             origin = attrs.get("DW_AT_abstract_origin") or attrs.get("DW_AT_specification")
             if origin is None:
-                break
+                return None
             die = die.get_DIE_from_attribute(origin.name)
-            seen += 1
-        return "?"
+        return None
+
+    def _scope_name(self, die: DIE) -> str:
+        name = self._origin_attribute(die, ("DW_AT_linkage_name", "DW_AT_MIPS_linkage_name", "DW_AT_name"))
+        return name.decode(errors="replace") if name else "?"
 
     def _scopes(self, dwarf, cu, top: DIE, wanted: list[int], files: list[str | None]) -> list[_Scope]:  # type: ignore[no-untyped-def]
         scopes: list[_Scope] = []
@@ -274,6 +294,7 @@ class Symbolizer:
                         ranges=ranges,
                         call_file=files[call_file] if call_file is not None and call_file < len(files) else None,
                         call_line=attrs["DW_AT_call_line"].value if "DW_AT_call_line" in attrs else None,
+                        decl_line=self._origin_attribute(die, ("DW_AT_decl_line",)),
                     ))
             if die.has_children:
                 children = list(die.iter_children())

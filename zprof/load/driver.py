@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -115,20 +116,29 @@ class LoadSession:
 
     async def run(
         self,
-        workload: Workload,
-        requests: int,
+        workload: Workload | list[Workload],
+        requests: int | None,
         pipeline: int = 1,
         progress: Callable[[int], None] | None = None,
+        stop: threading.Event | None = None,
     ) -> LoadResult:
+        """`requests` spread over the connections, or, with `requests=None`, until `stop` is set.
+
+        A list of workloads is a mix: each batch takes the next one in turn.
+        """
+        mix = workload if isinstance(workload, list) else [workload]
         result = LoadResult(batch_size=pipeline)
-        share, extra = divmod(requests, len(self._connections))
+        share, extra = divmod(requests or 0, len(self._connections))
         started = time.perf_counter()
 
-        async def drive(connection: _Connection, quota: int, seed: int) -> None:
+        async def drive(connection: _Connection, quota: int | None, seed: int) -> None:
             rng = random.Random(seed)
-            while quota > 0:
-                batch = min(pipeline, quota)
-                payload = b"".join(workload.expand(rng) for _ in range(batch))
+            turn = seed
+            while (quota is None or quota > 0) and not (stop is not None and stop.is_set()):
+                batch = pipeline if quota is None else min(pipeline, quota)
+                chosen = mix[turn % len(mix)]
+                turn += 1
+                payload = b"".join(chosen.expand(rng) for _ in range(batch))
                 sent = time.perf_counter_ns()
                 replies = await asyncio.wait_for(connection.exchange(payload, batch), BATCH_TIMEOUT_S)
                 result.latency_us.record_value(max(1, (time.perf_counter_ns() - sent) // 1000))
@@ -137,12 +147,14 @@ class LoadSession:
                         result.errors += 1
                         result.first_error = result.first_error or reply.message
                 result.requests += batch
-                quota -= batch
+                if quota is not None:
+                    quota -= batch
                 if progress:
                     progress(batch)
 
         tasks = [
-            drive(connection, share + (1 if index < extra else 0), workload.seed * 7919 + index)
+            drive(connection, None if requests is None else share + (1 if index < extra else 0),
+                  mix[0].seed * 7919 + index)
             for index, connection in enumerate(self._connections)
         ]
         try:
@@ -156,3 +168,55 @@ class LoadSession:
             raise LoadError(f"the connection failed: {error}", result) from error
         result.seconds = time.perf_counter() - started
         return result
+
+
+class BackgroundLoad:
+    """Load from a thread of its own, for as long as another tool records.
+
+    `start` returns once the connections are open and the load is running;
+    `stop` ends it and returns what was done. A load cut short by the server
+    (it crashed, or stopped answering) leaves its reason in `error`.
+    """
+
+    def __init__(self, host: str, port: int, clients: int, workloads: list[Workload], pipeline: int) -> None:
+        self._session = LoadSession(host, port, clients)
+        self._workloads = workloads
+        self._pipeline = pipeline
+        self._stop = threading.Event()
+        self._running = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="zprof-load", daemon=True)
+        self._failure: BaseException | None = None
+        self.result = LoadResult(batch_size=pipeline)
+        self.error: str | None = None
+        self.description = f"zprof's driver, {clients} client(s), pipeline {pipeline}, {len(workloads)} command(s)"
+
+    def _main(self) -> None:
+        async def body() -> LoadResult:
+            await self._session.connect()
+            self._running.set()
+            try:
+                return await self._session.run(self._workloads, None, self._pipeline, stop=self._stop)
+            finally:
+                await self._session.close()
+
+        try:
+            self.result = asyncio.run(body())
+        except LoadError as failure:
+            self.result, self.error = failure.result, str(failure)
+        except BaseException as failure:  # handed to the caller's thread in start() or stop()
+            self._failure = failure
+        finally:
+            self._running.set()
+
+    def start(self, timeout: float = CONNECT_TIMEOUT_S * 2) -> None:
+        self._thread.start()
+        self._running.wait(timeout)
+        if self._failure is not None:
+            raise self._failure
+
+    def stop(self, timeout: float = BATCH_TIMEOUT_S + 5) -> LoadResult:
+        self._stop.set()
+        self._thread.join(timeout)
+        if self._failure is not None:
+            raise self._failure
+        return self.result

@@ -11,6 +11,9 @@ from zprof.errors import ZprofError
 from zprof.load.driver import Workload
 
 DEFAULT_KEYSPACE = 1000
+# The tier-1 and tier-2 commands of the performance standards, run together.
+MIXED_COMMANDS = ("SET", "GET", "INCR", "LPUSH", "RPUSH", "LPOP", "RPOP", "SADD", "SREM", "HSET", "HGET", "ZADD",
+                  "ZRANGE", "MGET", "MSET")
 
 TEMPLATES: dict[str, str] = {
     "PING": "PING",

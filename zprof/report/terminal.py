@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from zprof.analysis.allocations import ARENA
+from zprof.analysis.hotspots import FunctionShare, ProfileSummary, ShareChange
 from zprof.artifacts import AllocsRun
 
 TOP_SITES = 12
@@ -143,3 +145,41 @@ def render_allocs(run: AllocsRun, console: Console) -> None:
                            + ", ".join(f"{k}={v}" for k, v in analysis.losses.items()), style="yellow"))
     for note in run.notes:
         console.print(Text("note: " + note, style="yellow"))
+
+
+def _share_table(title: str, rows: list[FunctionShare]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column, justify in (("#", "right"), ("self", "right"), ("total", "right"), ("kind", "left"),
+                            ("function", "left"), ("where", "left")):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for rank, row in enumerate(rows, 1):
+        name = Text(short_name(row.function), style="bold red" if row.flagged else "")
+        if row.flagged:
+            name.append("  over 10% of samples", style="red")
+        table.add_row(str(rank), f"{row.self_share:.1%}", f"{row.total_share:.1%}", row.kind, name,
+                      Text(short_path(row.file, row.line), style="dim"))
+    return table
+
+
+def render_flame(summary: ProfileSummary, files: list[Path], console: Console, *, notes: list[str],
+                 load: str) -> None:
+    console.print(f"[bold]{summary.total:,} samples[/]; {summary.kernel_share:.1%} in the kernel, "
+                  f"{summary.idle_share:.1%} switched out; load: {load}")
+    console.print(_share_table("Hottest functions by self time (outside the kernel)", summary.by_self))
+    console.print(_share_table("Hottest functions by total time", summary.by_total))
+    for note in notes + summary.notes:
+        console.print(Text("note: " + note, style="yellow"))
+    console.print("Written: " + ", ".join(str(path) for path in files))
+
+
+def render_flame_diff(changes: list[ShareChange], svg: Path, console: Console) -> None:
+    table = Table(title="Functions whose share of samples moved most", title_justify="left")
+    for column, justify in (("before", "right"), ("after", "right"), ("change", "right"), ("kind", "left"),
+                            ("function", "left")):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for change in changes:
+        style = "red" if change.delta > 0 else "green"
+        table.add_row(f"{change.before:.1%}", f"{change.after:.1%}",
+                      Text(f"{change.delta * 100:+.1f} pts", style=style), change.kind, short_name(change.function))
+    console.print(table)
+    console.print(f"Differential flame graph: {svg} (red grew, blue shrank)")

@@ -1,0 +1,128 @@
+"""zprof flame against minikv's CPU defects, with real perf on the real build."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import MINIKV
+from zprof.analysis.perf_script import parse_perf_script
+from zprof.analysis.stacks import parse_folded, profile_from_json
+from zprof.collect.perf import script
+from zprof.commands.flame import read_profile
+from zprof.errors import ZprofError
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def flame_run(run_zprof, tmp_path_factory):
+    """`zprof flame` output directories, each distinct run made once per session."""
+    runs: dict[tuple[str, ...], tuple[Path, str]] = {}
+
+    def run(*args: str) -> tuple[Path, str]:
+        if args not in runs:
+            out = tmp_path_factory.mktemp("flame") / "out"
+            done = run_zprof("flame", "--project", str(MINIKV), "--output", str(out), *args)
+            assert done.returncode == 0, done.output
+            assert "Traceback" not in done.output
+            runs[args] = (out, done.stdout)
+        return runs[args]
+
+    return run
+
+
+def summary(out: Path) -> dict:
+    return json.loads((out / "summary.json").read_text())
+
+
+def test_hot_loop_puts_spin_score_first_by_self_time(flame_run):
+    out, stdout = flame_run("--command", "ZADD", "--duration", "4", "--server-args", "--defect hot-loop")
+    first = summary(out)["by_self"][0]
+    assert first["function"].endswith("spinScore")
+    assert first["self_share"] > 0.30
+    assert first["flagged"] and first["kind"] == "project"
+    assert first["file"].endswith("examples/minikv/src/defects.zig")
+    assert "spinScore" in stdout
+
+
+def test_linear_lookup_shows_in_the_top_ten_for_get(flame_run):
+    out, _ = flame_run("--command", "GET", "--duration", "4", "--server-args", "--defect linear-lookup")
+    names = [row["function"] for row in summary(out)["by_self"][:10]]
+    assert any(name.endswith("findCommandLinear") for name in names), names
+
+
+def test_outputs_agree_with_what_perf_recorded(flame_run):
+    out, _ = flame_run("--command", "ZADD", "--duration", "4", "--server-args", "--defect hot-loop")
+    for name in ("stacks.folded", "profile.speedscope.json", "flame.svg", "profile.pb.gz", "perf.data"):
+        assert (out / name).stat().st_size > 0, name
+    recorded = sum(1 for _ in parse_perf_script(script(out / "perf.data")))
+    profile = profile_from_json(json.loads((out / "profile.zprof.json").read_text()))
+    assert profile.total_weight == recorded == profile.recorded_samples
+    speedscope = json.loads((out / "profile.speedscope.json").read_text())
+    assert sum(sum(p["weights"]) for p in speedscope["profiles"]) == recorded
+
+
+def test_folded_stacks_round_trip_and_keep_zig_names_whole(flame_run):
+    out, _ = flame_run("--command", "ZADD", "--duration", "4", "--server-args", "--defect hot-loop")
+    lines = (out / "stacks.folded").read_text().splitlines()
+    stacks = parse_folded(lines)
+    re_emitted = [f"{stack} {count}" for stack, count in sorted(stacks.items())]
+    assert parse_folded(re_emitted) == stacks
+    assert sum(stacks.values()) == summary(out)["total"]
+    frames = {frame for stack in stacks for frame in stack.split(";")}
+    # Generic names keep their parentheses (stackcollapse-perf.pl cuts them).
+    assert any("(" in frame and ")" in frame for frame in frames), sorted(frames)[:20]
+    assert any(frame.endswith("_[k]") for frame in frames)
+    assert any(frame == "defects.spinScore" for frame in frames)
+
+
+def test_a_truncated_perf_data_is_reported(flame_run, tmp_path):
+    out, _ = flame_run("--command", "ZADD", "--duration", "4", "--server-args", "--defect hot-loop")
+    data = (out / "perf.data").read_bytes()
+    truncated = tmp_path / "perf.data"
+    truncated.write_bytes(data[: len(data) // 3])
+    with pytest.raises(ZprofError, match="truncated or corrupt"):
+        script(truncated)
+
+
+def test_diff_names_the_function_that_moved(flame_run, run_zprof, tmp_path):
+    before, _ = flame_run("--command", "ZADD", "--duration", "4")
+    after, _ = flame_run("--command", "ZADD", "--duration", "4", "--server-args", "--defect hot-loop")
+    out = tmp_path / "diff"
+    done = run_zprof("flame", "--diff", str(before), str(after), "--output", str(out))
+    assert done.returncode == 0, done.output
+    changes = json.loads((out / "changes.json").read_text())
+    assert changes[0]["function"].endswith("spinScore") and changes[0]["delta"] > 0.3
+    assert (out / "flame-diff.svg").stat().st_size > 0
+
+
+def test_an_existing_output_directory_is_never_overwritten(run_zprof, tmp_path):
+    (tmp_path / "keep.txt").write_text("a previous run")
+    done = run_zprof("flame", "--project", str(MINIKV), "--output", str(tmp_path), "--duration", "1")
+    assert done.returncode == 2 and "already exists" in done.output
+    assert (tmp_path / "keep.txt").read_text() == "a previous run"
+
+
+@pytest.mark.parametrize("duration", ["0.5", "3601"])
+def test_durations_out_of_range_are_refused(run_zprof, duration):
+    done = run_zprof("flame", "--project", str(MINIKV), "--duration", duration)
+    assert done.returncode == 2 and "--duration" in done.output and "Traceback" not in done.output
+
+
+def test_an_idle_process_gives_no_samples_and_a_clear_message(tmp_path):
+    # A sleeping process never runs on a CPU, so real perf records nothing of it.
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        data = tmp_path / "perf.data"
+        subprocess.run(["perf", "record", "-F", "997", "-g", "-p", str(sleeper.pid), "-o", str(data), "--",
+                        "sleep", "0.5"], capture_output=True, timeout=60, check=True)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    with pytest.raises(ZprofError, match="no samples"):
+        read_profile(data, Path(shutil.which("sleep")), frequency_hz=997, duration_s=0.5)

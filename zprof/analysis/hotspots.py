@@ -1,0 +1,112 @@
+"""The hottest functions of a StackProfile, and how shares moved between two."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from zprof.analysis.stacks import StackProfile
+
+UNKNOWN = "[unknown]"
+FLAG_SHARE = 0.10
+DWARF_SUGGESTION_SHARE = 0.10
+# Kernel frames that mean the thread was being switched out, not working.
+_IDLE_MARKERS = ("schedule", "do_idle", "cpuidle", "poll_idle")
+
+
+@dataclass
+class FunctionShare:
+    function: str
+    file: str | None
+    line: int | None
+    kind: str
+    self_weight: int
+    total_weight: int
+    self_share: float
+    total_share: float
+    flagged: bool  # a project function over FLAG_SHARE of all samples
+
+
+@dataclass
+class ProfileSummary:
+    total: int
+    kernel_share: float
+    idle_share: float
+    unknown_share: float
+    by_self: list[FunctionShare]
+    by_total: list[FunctionShare]
+    notes: list[str]
+
+
+def function_shares(profile: StackProfile) -> list[FunctionShare]:
+    """Self (leaf) and total (anywhere on the stack, once per sample) weight of every
+    function outside the kernel; kernel time is summarised, not ranked."""
+    total = profile.total_weight or 1
+    self_weight: Counter[str] = Counter()
+    total_weight: Counter[str] = Counter()
+    where: dict[str, tuple[str | None, int | None, str]] = {}
+    for sample in profile.samples:
+        frames = [profile.frames[i] for i in sample.stack]
+        user = [frame for frame in frames if frame.kind != "kernel"]
+        if frames and frames[-1].kind != "kernel":
+            self_weight[frames[-1].name] += sample.weight
+        for name in {frame.name for frame in user}:
+            total_weight[name] += sample.weight
+        for frame in user:
+            where.setdefault(frame.name, (frame.file, frame.line, frame.kind))
+    shares = []
+    for name, weight in total_weight.items():
+        file, line, kind = where[name]
+        own = self_weight.get(name, 0)
+        shares.append(FunctionShare(name, file, line, kind, own, weight, own / total, weight / total,
+                                    kind == "project" and own / total > FLAG_SHARE))
+    return shares
+
+
+def summarise(profile: StackProfile, top: int = 10) -> ProfileSummary:
+    total = profile.total_weight
+    denominator = total or 1
+
+    def share(predicate) -> float:  # type: ignore[no-untyped-def]
+        return profile.weight_of(predicate) / denominator
+
+    def frames_of(sample):  # type: ignore[no-untyped-def]
+        return [profile.frames[i] for i in sample.stack]
+
+    kernel = share(lambda s: bool(s.stack) and profile.frames[s.stack[-1]].kind == "kernel")
+    idle = share(lambda s: any(f.kind == "kernel" and f.name.startswith(_IDLE_MARKERS) for f in frames_of(s)))
+    unknown = share(lambda s: bool(s.stack) and any(f.name == UNKNOWN for f in frames_of(s)[:1]))
+    notes = []
+    if unknown > DWARF_SUGGESTION_SHARE:
+        notes.append(f"{unknown:.0%} of stacks end in [unknown] frames (code without frame pointers); "
+                     "try --call-graph dwarf.")
+    shares = function_shares(profile)
+    by_self = sorted((s for s in shares if s.self_weight), key=lambda s: (-s.self_weight, s.function))[:top]
+    by_total = sorted(shares, key=lambda s: (-s.total_weight, s.function))[:top]
+    return ProfileSummary(total, kernel, idle, unknown, by_self, by_total, notes)
+
+
+@dataclass
+class ShareChange:
+    function: str
+    kind: str
+    before: float
+    after: float
+
+    @property
+    def delta(self) -> float:
+        return self.after - self.before
+
+
+def share_changes(before: StackProfile, after: StackProfile, top: int = 15) -> list[ShareChange]:
+    """Functions whose total share moved most between two profiles."""
+    old = {s.function: s for s in function_shares(before)}
+    new = {s.function: s for s in function_shares(after)}
+    changes = [
+        ShareChange(name, (new.get(name) or old[name]).kind,
+                    old[name].total_share if name in old else 0.0,
+                    new[name].total_share if name in new else 0.0)
+        for name in old.keys() | new.keys()
+    ]
+    changes.sort(key=lambda change: (-abs(change.delta), change.function))
+    return changes[:top]

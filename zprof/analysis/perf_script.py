@@ -1,0 +1,155 @@
+"""`perf script` text to a StackProfile, without Perl.
+
+Unlike stackcollapse-perf.pl, this keeps Zig's generic names whole (they
+contain spaces and parentheses: `array_list.Aligned(u8,null).appendSlice`),
+expands inlined frames from the target's DWARF, keeps kernel frames apart, and
+classifies every frame as the project's code, Zig std, libc or kernel.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from zprof.analysis.stacks import Frame, ProfileBuilder, StackProfile
+from zprof.analysis.symbols import SourceFrame, Symbolizer, is_std_file
+
+UNKNOWN = "[unknown]"
+_HEADER = re.compile(r"^(?P<comm>.*?)\s+(?P<tid>\d+)\s+(?P<period>\d+)\s*$")
+_LIBC_DSO = re.compile(r"/(libc|libm|libpthread|ld-linux[^/]*|libdl|librt)[.-][^/]*$")
+
+
+@dataclass(frozen=True)
+class RawFrame:
+    address: int
+    symbol: str | None
+    offset: int | None
+    dso: str
+
+
+@dataclass(frozen=True)
+class RawSample:
+    comm: str
+    tid: int
+    period: int
+    frames: tuple[RawFrame, ...]  # leaf first, as perf prints them
+
+
+def _parse_frame(line: str) -> RawFrame | None:
+    text = line.strip()
+    address_text, _, rest = text.partition(" ")
+    try:
+        address = int(address_text, 16)
+    except ValueError:
+        return None
+    # The DSO is the last parenthesised group; Zig names have parentheses too.
+    head, sep, dso = rest.rpartition(" (")
+    if not sep:
+        head, dso = rest, ")"
+    dso = dso[:-1] if dso.endswith(")") else dso
+    symbol, offset = head, None
+    name, plus, hex_offset = head.rpartition("+0x")
+    if plus and re.fullmatch(r"[0-9a-f]+", hex_offset):
+        symbol, offset = name, int(hex_offset, 16)
+    if symbol in ("", UNKNOWN):
+        symbol = None
+    return RawFrame(address, symbol, offset, dso)
+
+
+def parse_perf_script(text: str) -> Iterator[RawSample]:
+    """Samples from `perf script -F comm,tid,period,ip,sym,symoff,dso` output."""
+    header: re.Match[str] | None = None
+    frames: list[RawFrame] = []
+    for line in text.splitlines():
+        if not line.strip():
+            if header is not None:
+                yield RawSample(header["comm"], int(header["tid"]), int(header["period"]), tuple(frames))
+            header, frames = None, []
+        elif line[0] in " \t":
+            frame = _parse_frame(line)
+            if frame is not None:
+                frames.append(frame)
+        else:
+            if header is not None:  # a sample without its blank separator
+                yield RawSample(header["comm"], int(header["tid"]), int(header["period"]), tuple(frames))
+            header, frames = _HEADER.match(line), []
+    if header is not None:
+        yield RawSample(header["comm"], int(header["tid"]), int(header["period"]), tuple(frames))
+
+
+def classify(dso: str, file: str | None, target: str) -> str:
+    if dso.startswith("[kernel") or dso.startswith("[vdso") or dso == "[vsyscall]":
+        return "kernel"
+    if _LIBC_DSO.search(dso):
+        return "libc"
+    if os.path.realpath(dso) == target:
+        return "std" if is_std_file(file) else "project"
+    return "other"
+
+
+class PerfSymbolizer:
+    """Turns raw frames into profile frames, expanding inlined calls from DWARF."""
+
+    def __init__(self, binary: Path, symbolizer: Symbolizer) -> None:
+        self.target = os.path.realpath(binary)
+        self.symbolizer = symbolizer
+        self._symbol_start = symbolizer.function_starts()
+        self._cache: dict[tuple[RawFrame, bool], list[Frame]] = {}
+
+    def _link_address(self, frame: RawFrame) -> int | None:
+        """perf prints DSO-relative addresses; symbol + offset is the link-time address."""
+        if frame.symbol is None or frame.offset is None:
+            return None
+        start = self._symbol_start.get(frame.symbol)
+        return None if start is None else start + frame.offset
+
+    def frames_root_first(self, frame: RawFrame, is_leaf: bool) -> list[Frame]:
+        key = (frame, is_leaf)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        resolved: list[Frame]
+        address = self._link_address(frame) if os.path.realpath(frame.dso) == self.target else None
+        if address is not None:
+            # A return address points after the call: look up the call itself.
+            lookup = address if is_leaf else address - 1
+            chain: tuple[SourceFrame, ...] = self.symbolizer.locate([lookup])[lookup]
+            # One frame per function, at its declaration: the line a sample hit
+            # would split a function's samples into many frames.
+            resolved = [
+                Frame(source.function, source.file, source.decl_line,
+                      classify(frame.dso, source.file, self.target), inlined=depth < len(chain) - 1)
+                for depth, source in enumerate(chain)
+            ][::-1]
+        else:
+            name = frame.symbol or UNKNOWN
+            resolved = [Frame(name, None, None, classify(frame.dso, None, self.target) if frame.symbol else "other")]
+        self._cache[key] = resolved
+        return resolved
+
+    def prefetch(self, samples: list[RawSample]) -> None:
+        """Resolve every distinct target address in one DWARF pass."""
+        wanted = set()
+        for sample in samples:
+            for depth, frame in enumerate(sample.frames):
+                if os.path.realpath(frame.dso) == self.target:
+                    address = self._link_address(frame)
+                    if address is not None:
+                        wanted.add(address if depth == 0 else address - 1)
+        self.symbolizer.locate(wanted)
+
+
+def build_profile(samples: list[RawSample], binary: Path, symbolizer: Symbolizer, *,
+                  frequency_hz: int | None, duration_s: float | None) -> StackProfile:
+    perf_symbols = PerfSymbolizer(binary, symbolizer)
+    perf_symbols.prefetch(samples)
+    builder = ProfileBuilder("samples")
+    for sample in samples:
+        stack: list[Frame] = []
+        for depth, frame in enumerate(reversed(sample.frames)):
+            stack.extend(perf_symbols.frames_root_first(frame, is_leaf=depth == len(sample.frames) - 1))
+        builder.add(f"{sample.comm} {sample.tid}", stack)
+    return builder.build(frequency_hz=frequency_hz, duration_s=duration_s, recorded_samples=len(samples))
