@@ -40,6 +40,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/shim_overhead.py
+	$(PY) benchmarks/perf_parse.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -126,3 +126,29 @@ def test_an_idle_process_gives_no_samples_and_a_clear_message(tmp_path):
         sleeper.wait()
     with pytest.raises(ZprofError, match="no samples"):
         read_profile(data, Path(shutil.which("sleep")), frequency_hz=997, duration_s=0.5)
+
+
+def test_callgrind_counts_the_same_instructions_per_request_every_time(run_zprof, tmp_path):
+    per_request = []
+    for requests in (60, 120):
+        out = tmp_path / f"callgrind-{requests}"
+        done = run_zprof("flame", "--project", str(MINIKV), "--engine", "callgrind", "--command", "ZADD",
+                         "--requests", str(requests), "--clients", "1", "--pipeline", "1",
+                         "--server-args", "--defect hot-loop", "--output", str(out))
+        assert done.returncode == 0, done.output
+        report = summary(out)
+        assert report["unit"] == "instructions"
+        first = report["by_self"][0]
+        assert first["function"].endswith("spinScore") and first["self_share"] > 0.9
+        per_request.append(first["self_weight"] / requests)
+        assert (out / "flame.svg").stat().st_size > 0 and (out / "stacks.folded").stat().st_size > 0
+    # spinScore runs a fixed loop: its instructions per request do not depend on the run.
+    assert per_request[0] == pytest.approx(per_request[1], rel=0.001)
+
+
+def test_a_target_valgrind_cannot_run_points_to_perf(run_zprof, tmp_path):
+    done = run_zprof("flame", "--project", str(MINIKV), "--engine", "callgrind", "--command", "GET",
+                     "--server-args", "--no-such-flag", "--output", str(tmp_path / "out"))
+    assert done.returncode == 1, done.output
+    assert "valgrind could not run the target" in done.output
+    assert "perf" in done.output and "Traceback" not in done.output

@@ -46,6 +46,7 @@ class ServerSpec:
     env: dict[str, str] = field(default_factory=dict)
     port: int | None = None
     ready_timeout: float = READY_TIMEOUT_S
+    stop_timeout: float = STOP_TIMEOUT_S
 
     def argv(self, port: int) -> list[str]:
         command = self.start_command.format(binary=shlex.quote(str(self.binary)), port=port)
@@ -150,4 +151,4 @@ class Server:
     def stop(self) -> None:
         """SIGTERM to the server's process group, then SIGKILL; idempotent."""
         if self.process is not None:
-            kill_group(self.process, STOP_TIMEOUT_S)
+            kill_group(self.process, self.spec.stop_timeout)

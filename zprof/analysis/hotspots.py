@@ -29,6 +29,7 @@ class FunctionShare:
 
 @dataclass
 class ProfileSummary:
+    unit: str
     total: int
     kernel_share: float
     idle_share: float
@@ -83,7 +84,7 @@ def summarise(profile: StackProfile, top: int = 10) -> ProfileSummary:
     shares = function_shares(profile)
     by_self = sorted((s for s in shares if s.self_weight), key=lambda s: (-s.self_weight, s.function))[:top]
     by_total = sorted(shares, key=lambda s: (-s.total_weight, s.function))[:top]
-    return ProfileSummary(total, kernel, idle, unknown, by_self, by_total, notes)
+    return ProfileSummary(profile.unit, total, kernel, idle, unknown, by_self, by_total, notes)
 
 
 @dataclass

@@ -80,12 +80,12 @@ def parse_perf_script(text: str) -> Iterator[RawSample]:
         yield RawSample(header["comm"], int(header["tid"]), int(header["period"]), tuple(frames))
 
 
-def classify(dso: str, file: str | None, target: str) -> str:
+def classify(dso: str, file: str | None, in_target: bool) -> str:
     if dso.startswith("[kernel") or dso.startswith("[vdso") or dso == "[vsyscall]":
         return "kernel"
     if _LIBC_DSO.search(dso):
         return "libc"
-    if os.path.realpath(dso) == target:
+    if in_target:
         return "std" if is_std_file(file) else "project"
     return "other"
 
@@ -98,6 +98,13 @@ class PerfSymbolizer:
         self.symbolizer = symbolizer
         self._symbol_start = symbolizer.function_starts()
         self._cache: dict[tuple[RawFrame, bool], list[Frame]] = {}
+        self._is_target: dict[str, bool] = {}
+
+    def in_target(self, dso: str) -> bool:
+        known = self._is_target.get(dso)
+        if known is None:
+            known = self._is_target[dso] = os.path.realpath(dso) == self.target
+        return known
 
     def _link_address(self, frame: RawFrame) -> int | None:
         """perf prints DSO-relative addresses; symbol + offset is the link-time address."""
@@ -112,7 +119,7 @@ class PerfSymbolizer:
         if cached is not None:
             return cached
         resolved: list[Frame]
-        address = self._link_address(frame) if os.path.realpath(frame.dso) == self.target else None
+        address = self._link_address(frame) if self.in_target(frame.dso) else None
         if address is not None:
             # A return address points after the call: look up the call itself.
             lookup = address if is_leaf else address - 1
@@ -121,12 +128,13 @@ class PerfSymbolizer:
             # would split a function's samples into many frames.
             resolved = [
                 Frame(source.function, source.file, source.decl_line,
-                      classify(frame.dso, source.file, self.target), inlined=depth < len(chain) - 1)
+                      classify(frame.dso, source.file, True), inlined=depth < len(chain) - 1)
                 for depth, source in enumerate(chain)
             ][::-1]
         else:
             name = frame.symbol or UNKNOWN
-            resolved = [Frame(name, None, None, classify(frame.dso, None, self.target) if frame.symbol else "other")]
+            kind = classify(frame.dso, None, self.in_target(frame.dso)) if frame.symbol else "other"
+            resolved = [Frame(name, None, None, kind)]
         self._cache[key] = resolved
         return resolved
 
@@ -135,7 +143,7 @@ class PerfSymbolizer:
         wanted = set()
         for sample in samples:
             for depth, frame in enumerate(sample.frames):
-                if os.path.realpath(frame.dso) == self.target:
+                if self.in_target(frame.dso):
                     address = self._link_address(frame)
                     if address is not None:
                         wanted.add(address if depth == 0 else address - 1)

@@ -64,10 +64,11 @@ def target_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return with_target
 
 
-def build_target(options: TargetOptions, console: Console, *, with_shim: bool) -> tuple[ZigProject, BuildResult]:
+def build_target(options: TargetOptions, console: Console, *, with_shim: bool,
+                 extra_args: tuple[str, ...] = ()) -> tuple[ZigProject, BuildResult]:
     project = load_project(options.project)
     zig = find_zig(options.zig)
-    request = BuildRequest(project=project, zig=zig, with_shim=with_shim, exe=options.exe)
+    request = BuildRequest(project=project, zig=zig, with_shim=with_shim, exe=options.exe, extra_args=extra_args)
     with console.status(f"Building {project.name} with Zig {zig.version}"
                         f"{' and the zprof shim' if with_shim else ''}...", spinner="dots"):
         result = build(request)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from dataclasses import asdict
@@ -11,14 +12,15 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from zprof.analysis.callgrind import build_callgrind_profile
 from zprof.analysis.hotspots import share_changes, summarise
 from zprof.analysis.perf_script import build_profile, parse_perf_script
 from zprof.analysis.stacks import StackProfile, folded_lines, profile_from_json, profile_to_json
 from zprof.analysis.symbols import Symbolizer
-from zprof.collect import perf
+from zprof.collect import perf, valgrind
 from zprof.commands._target import TargetOptions, build_target, run_directory, server_spec, target_options
 from zprof.errors import EXIT_TARGET, ZprofError
-from zprof.load.driver import BackgroundLoad, Workload
+from zprof.load.driver import BackgroundLoad, LoadResult, LoadSession, Workload
 from zprof.load.probe import Capabilities, check_command, probe
 from zprof.load.redis_benchmark import RedisBenchmarkLoad, redis_benchmark_path
 from zprof.load.workloads import DEFAULT_KEYSPACE, MIXED_COMMANDS, workload_for
@@ -68,11 +70,16 @@ def fresh_output_dir(path: Path | None, kind: str) -> Path:
               help="Directory for the outputs (default: zprof-out/flame-<time>; must not exist).")
 @click.option("--top", default=10, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--shim", is_flag=True, help="Build with the allocation shim (off: it would skew the profile).")
+@click.option("--engine", type=click.Choice(["perf", "callgrind"]), default="perf", show_default=True,
+              help="callgrind: count instructions under valgrind for --requests requests (repeatable, slow).")
+@click.option("--requests", default=2000, show_default=True, type=click.IntRange(1, 10_000_000),
+              help="Requests to run under --engine callgrind.")
 @click.option("--diff", nargs=2, type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
               metavar="BEFORE AFTER", help="Compare two earlier flame outputs instead of recording.")
 def flame_command(target: TargetOptions, duration: float, command: str | None, workload: str | None,
                   template: str | None, keyspace: int, clients: int, pipeline: int, frequency: int,
-                  call_graph: str, output: Path | None, top: int, shim: bool, diff: tuple[Path, Path] | None) -> None:
+                  call_graph: str, output: Path | None, top: int, shim: bool, engine: str, requests: int,
+                  diff: tuple[Path, Path] | None) -> None:
     """Record the server under load with Linux perf; write flame graphs and the hottest functions."""
     console = make_console()
     if diff is not None:
@@ -82,6 +89,10 @@ def flame_command(target: TargetOptions, duration: float, command: str | None, w
         raise ZprofError("pass --command or --workload, not both")
     workloads = ([workload_for(command, template, keyspace)] if command else
                  [workload_for(name, None, keyspace) for name in MIXED_COMMANDS])
+    if engine == "callgrind":
+        _callgrind(target, workloads, requests, clients, pipeline, shim, fresh_output_dir(output, "flame"), top,
+                   console, command)
+        return
     perf.check_perf()
     project, built = build_target(target, console, with_shim=shim)
     out_dir = fresh_output_dir(output, "flame")
@@ -118,6 +129,62 @@ def flame_command(target: TargetOptions, duration: float, command: str | None, w
     render_flame(summary, written, console, notes=capabilities.notes, load=load.description)
     if error is not None:
         raise error
+
+
+def _callgrind(target: TargetOptions, workloads: list[Workload], requests: int, clients: int, pipeline: int,
+               shim: bool, out_dir: Path, top: int, console: Console, command: str | None) -> None:
+    """The same outputs from instruction counts: callgrind runs a fixed number of requests."""
+    valgrind.valgrind_path()
+    project, built = build_target(target, console, with_shim=shim, extra_args=(f"-Dcpu={valgrind.VALGRIND_CPU}",))
+    counts = out_dir / "callgrind.out"
+    spec = server_spec(target, built.binary, {})
+    spec.start_command = valgrind.callgrind_start_command(spec.start_command, counts)
+    spec.ready_timeout = max(spec.ready_timeout, valgrind.READY_TIMEOUT_S)
+    spec.stop_timeout = 30.0  # callgrind writes its last counts on the way out
+    with run_directory("callgrind") as run_dir:
+        try:
+            with Server(spec, run_dir) as server:
+                capabilities = probe(HOST, server.port, clients, pipeline, timeout=valgrind.PROBE_TIMEOUT_S)
+                clients, pipeline = capabilities.adapt(clients, pipeline)
+                for each in workloads:
+                    check_command(HOST, server.port, each, timeout=valgrind.PROBE_TIMEOUT_S)
+                # Count only the measured requests, not start-up and probes.
+                valgrind.callgrind_control("-z", server.pid)
+                with console.status(f"{requests:,} requests under callgrind..."):
+                    result = asyncio.run(run_requests(server.port, clients, workloads, requests, pipeline))
+                valgrind.callgrind_control("-d", server.pid)
+        except ZprofError as error:
+            if error.exit_code == EXIT_TARGET:  # the target failed under valgrind, not the input
+                log_file = run_dir / "server.log"
+                log = log_file.read_text(errors="replace") if log_file.exists() else ""
+                raise ZprofError(
+                    f"valgrind could not run the target: {error.message}",
+                    detail=valgrind.valgrind_report(log) + "\nSome threaded Zig programs crash under valgrind: "
+                    "profile with perf instead (zprof flame without --engine).",
+                    exit_code=error.exit_code,
+                ) from error
+            raise
+    dumps = sorted(out_dir.glob("callgrind.out.*"))
+    if not dumps:
+        raise ZprofError("callgrind wrote no counts", exit_code=EXIT_TARGET)
+    profile = build_callgrind_profile(dumps[-1].read_text(errors="replace"), thread=project.name)
+    summary = summarise(profile, top)
+    written = write_outputs(profile, f"{project.name} {command.upper() if command else 'mixed'} (callgrind)", out_dir)
+    description = f"zprof's driver, {result.requests:,} requests, {clients} client(s), pipeline {pipeline}"
+    (out_dir / "summary.json").write_text(json.dumps({
+        "command": command.upper() if command else "mixed", "engine": "callgrind", "load": description,
+        "notes": capabilities.notes, **asdict(summary)}, indent=2) + "\n")
+    render_flame(summary, written, console, notes=capabilities.notes, load=description)
+
+
+async def run_requests(port: int, clients: int, workloads: list[Workload], requests: int,
+                       pipeline: int) -> LoadResult:
+    session = LoadSession(HOST, port, clients)
+    await session.connect()
+    try:
+        return await session.run(workloads, requests, pipeline)
+    finally:
+        await session.close()
 
 
 def background_load(port: int, clients: int, workloads: list[Workload], pipeline: int,

@@ -30,11 +30,11 @@ class Capabilities:
         return (clients if self.concurrent_clients else 1, pipeline if self.pipelining else 1)
 
 
-def _answers_concurrently(host: str, port: int) -> bool:
+def _answers_concurrently(host: str, port: int, timeout: float) -> bool:
     clients: list[SyncClient] = []
     try:
         for _ in range(PROBE_CLIENTS):
-            clients.append(SyncClient(host, port, PROBE_TIMEOUT_S))
+            clients.append(SyncClient(host, port, timeout))
         # Ask the last connection first: a one-at-a-time server is busy with the first.
         for client in reversed(clients):
             client.send([b"PING"])
@@ -47,9 +47,9 @@ def _answers_concurrently(host: str, port: int) -> bool:
             client.close()
 
 
-def _answers_pipeline(host: str, port: int) -> bool:
+def _answers_pipeline(host: str, port: int, timeout: float) -> bool:
     try:
-        with SyncClient(host, port, PROBE_TIMEOUT_S) as client:
+        with SyncClient(host, port, timeout) as client:
             client.send(*([[b"ECHO", b"zprof-%d" % i] for i in range(PROBE_PIPELINE)]))
             replies = client.read(PROBE_PIPELINE)
         return replies == [b"zprof-%d" % i for i in range(PROBE_PIPELINE)]
@@ -57,15 +57,15 @@ def _answers_pipeline(host: str, port: int) -> bool:
         return False
 
 
-def probe(host: str, port: int, clients: int, pipeline: int) -> Capabilities:
+def probe(host: str, port: int, clients: int, pipeline: int, timeout: float = PROBE_TIMEOUT_S) -> Capabilities:
     capabilities = Capabilities(concurrent_clients=True, pipelining=True)
-    if clients > 1 and not _answers_concurrently(host, port):
+    if clients > 1 and not _answers_concurrently(host, port, timeout):
         capabilities.concurrent_clients = False
         capabilities.notes.append(
-            f"The server did not answer {PROBE_CLIENTS} connections at once within {PROBE_TIMEOUT_S:.0f} s; "
+            f"The server did not answer {PROBE_CLIENTS} connections at once within {timeout:.0f} s; "
             "zprof drives it with 1 client."
         )
-    if pipeline > 1 and not _answers_pipeline(host, port):
+    if pipeline > 1 and not _answers_pipeline(host, port, timeout):
         capabilities.pipelining = False
         capabilities.notes.append(
             f"The server did not answer a pipelined burst of {PROBE_PIPELINE} commands; "
@@ -74,10 +74,10 @@ def probe(host: str, port: int, clients: int, pipeline: int) -> Capabilities:
     return capabilities
 
 
-def check_command(host: str, port: int, workload: Workload) -> None:
+def check_command(host: str, port: int, workload: Workload, timeout: float = PROBE_TIMEOUT_S) -> None:
     """Send the command once; an error reply is bad input, not a measurement."""
     try:
-        with SyncClient(host, port, PROBE_TIMEOUT_S) as client:
+        with SyncClient(host, port, timeout) as client:
             client.sock.sendall(workload.expand(random.Random(0)))
             (reply,) = client.read(1)
     except (OSError, TimeoutError, ConnectionError) as error:

@@ -163,8 +163,11 @@ def _share_table(title: str, rows: list[FunctionShare]) -> Table:
 
 def render_flame(summary: ProfileSummary, files: list[Path], console: Console, *, notes: list[str],
                  load: str) -> None:
-    console.print(f"[bold]{summary.total:,} samples[/]; {summary.kernel_share:.1%} in the kernel, "
-                  f"{summary.idle_share:.1%} switched out; load: {load}")
+    if summary.unit == "samples":
+        console.print(f"[bold]{summary.total:,} samples[/]; {summary.kernel_share:.1%} in the kernel, "
+                      f"{summary.idle_share:.1%} switched out; load: {load}")
+    else:
+        console.print(f"[bold]{summary.total:,} {summary.unit}[/] (user space only); load: {load}")
     console.print(_share_table("Hottest functions by self time (outside the kernel)", summary.by_self))
     console.print(_share_table("Hottest functions by total time", summary.by_total))
     for note in notes + summary.notes:
