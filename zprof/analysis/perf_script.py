@@ -8,6 +8,7 @@ classifies every frame as the project's code, Zig std, libc or kernel.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Iterator
@@ -38,7 +39,9 @@ class RawSample:
     frames: tuple[RawFrame, ...]  # leaf first, as perf prints them
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _parse_frame(line: str) -> RawFrame | None:
+    """One stack line; cached, since a profile repeats the same few thousand lines."""
     text = line.strip()
     address_text, _, rest = text.partition(" ")
     try:
@@ -155,9 +158,14 @@ def build_profile(samples: list[RawSample], binary: Path, symbolizer: Symbolizer
     perf_symbols = PerfSymbolizer(binary, symbolizer)
     perf_symbols.prefetch(samples)
     builder = ProfileBuilder("samples")
+    stacks: dict[tuple[RawFrame, ...], list[Frame]] = {}
     for sample in samples:
-        stack: list[Frame] = []
-        for depth, frame in enumerate(reversed(sample.frames)):
-            stack.extend(perf_symbols.frames_root_first(frame, is_leaf=depth == len(sample.frames) - 1))
+        stack = stacks.get(sample.frames)
+        if stack is None:
+            stack = stacks[sample.frames] = [
+                frame
+                for depth, raw in enumerate(reversed(sample.frames))
+                for frame in perf_symbols.frames_root_first(raw, is_leaf=depth == len(sample.frames) - 1)
+            ]
         builder.add(f"{sample.comm} {sample.tid}", stack)
     return builder.build(frequency_hz=frequency_hz, duration_s=duration_s, recorded_samples=len(samples))
