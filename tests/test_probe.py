@@ -5,66 +5,19 @@ like that, so this fault is played by a small fake server."""
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 import time
 
 import pytest
 
+from tests.fake_servers import FakeServer
 from zprof.errors import ZprofError
 from zprof.load.driver import LoadSession, Workload
 from zprof.load.probe import check_command, probe
 
 
-class OneAtATimeServer:
-    """Accepts one connection, answers only the first command of each read."""
-
-    def __init__(self) -> None:
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(16)
-        self.listener.settimeout(0.2)
-        self.port = self.listener.getsockname()[1]
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                connection, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            with connection:
-                connection.settimeout(0.2)
-                while not self.stopping.is_set():
-                    try:
-                        data = connection.recv(65536)
-                    except TimeoutError:
-                        continue
-                    except OSError:
-                        break
-                    if not data:
-                        break
-                    first = data.split(b"\r\n")
-                    name = first[2].upper() if len(first) > 2 else b""
-                    reply = b"+PONG\r\n" if name == b"PING" else (
-                        b"$%d\r\n%s\r\n" % (len(first[4]), first[4]) if name == b"ECHO" else
-                        b"-ERR unknown command\r\n" if name == b"NOPE" else b"+OK\r\n")
-                    try:
-                        connection.sendall(reply)
-                    except OSError:
-                        break
-
-    def close(self) -> None:
-        self.stopping.set()
-        self.thread.join(5)
-        self.listener.close()
-
-
 @pytest.fixture
 def fake_server():
-    server = OneAtATimeServer()
+    server = FakeServer("one-at-a-time").start()
     yield server
     server.close()
 

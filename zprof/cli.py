@@ -9,6 +9,7 @@ from rich.console import Console
 
 from zprof import __version__
 from zprof.commands.allocs import allocs_command
+from zprof.commands.bench import bench_command
 from zprof.commands.build import build_command
 from zprof.commands.doctor import doctor_command
 from zprof.commands.flame import flame_command
@@ -22,6 +23,7 @@ def cli() -> None:
 
 
 cli.add_command(allocs_command)
+cli.add_command(bench_command)
 cli.add_command(build_command)
 cli.add_command(doctor_command)
 cli.add_command(flame_command)

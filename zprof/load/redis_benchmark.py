@@ -9,13 +9,17 @@ runs in its own process group, which is killed when the load stops.
 
 from __future__ import annotations
 
+import csv
+import io
 import shutil
 import subprocess
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 from zprof.errors import ZprofError
 from zprof.load.driver import Workload
-from zprof.procs import die_with_parent, kill_group
+from zprof.procs import die_with_parent, kill_group, run_bounded
 
 # Large enough never to finish on its own: zprof stops the load.
 ENDLESS_REQUESTS = 1_000_000_000
@@ -27,10 +31,10 @@ def redis_benchmark_path() -> str | None:
 
 
 def benchmark_argv(executable: str, host: str, port: int, workload: Workload, clients: int, pipeline: int,
-                   requests: int) -> list[str]:
+                   requests: int, *, csv: bool = False) -> list[str]:
     """One workload in redis-benchmark's arbitrary-command mode (`__rand_int__` and -r work there too)."""
     return [executable, "-h", host, "-p", str(port), "-c", str(clients), "-P", str(pipeline),
-            "-n", str(requests), "-r", str(workload.keyspace), "-q",
+            "-n", str(requests), "-r", str(workload.keyspace), "--csv" if csv else "-q",
             *(arg.decode() for arg in workload.args)]
 
 
@@ -69,3 +73,68 @@ class RedisBenchmarkLoad:
             kill_group(process, timeout=2.0)
             if process.stderr:
                 process.stderr.close()
+
+
+# redis-benchmark 7's --csv columns after "test"; latencies in milliseconds.
+CSV_COLUMNS = ("rps", "avg_latency_ms", "min_latency_ms", "p50_latency_ms", "p95_latency_ms", "p99_latency_ms",
+               "max_latency_ms")
+SERVER_ERROR_PREFIX = "Error from server: "
+
+
+@dataclass(frozen=True)
+class BenchmarkRow:
+    """One test of `redis-benchmark --csv`."""
+
+    rps: float
+    avg_ms: float
+    min_ms: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float
+
+
+def parse_csv(text: str) -> BenchmarkRow:
+    """The single row `redis-benchmark --csv` prints for one command; ValueError if there is none."""
+    rows = list(csv.DictReader(io.StringIO(text)))
+    if not rows:
+        raise ValueError("redis-benchmark printed no result row")
+    missing = [column for column in CSV_COLUMNS if column not in rows[-1]]
+    if missing:
+        raise ValueError(f"redis-benchmark's CSV has no column {', '.join(missing)} (a version before 7?)")
+    return BenchmarkRow(*(float(rows[-1][column]) for column in CSV_COLUMNS))
+
+
+class BenchmarkTimedOut(Exception):
+    """redis-benchmark did not finish within its deadline; its process group was killed."""
+
+
+class BenchmarkFailed(Exception):
+    """redis-benchmark exited with an error. It stops at the first error reply, so
+    `server_error` is that reply's text (None for other failures: a lost connection, ...)."""
+
+    def __init__(self, message: str, server_error: str | None) -> None:
+        super().__init__(message)
+        self.server_error = server_error
+
+
+def run_benchmark_csv(executable: str, host: str, port: int, workload: Workload, clients: int, pipeline: int,
+                      requests: int, deadline: float, cwd: Path | None = None) -> BenchmarkRow:
+    """One bounded `redis-benchmark --csv` run: past `deadline` seconds its whole
+    process group is killed and BenchmarkTimedOut raised."""
+    argv = benchmark_argv(executable, host, port, workload, clients, pipeline, requests, csv=True)
+    try:
+        done = run_bounded(argv, deadline, cwd=cwd)
+    except subprocess.TimeoutExpired as expired:
+        raise BenchmarkTimedOut(f"redis-benchmark did not finish {workload.command} within {deadline:.0f} s "
+                                "and was killed") from expired
+    lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
+    server_error = next((line.removeprefix(SERVER_ERROR_PREFIX) for line in lines
+                         if line.startswith(SERVER_ERROR_PREFIX)), None)
+    if done.returncode != 0 or server_error is not None:
+        reason = server_error or (lines[-1] if lines else f"exit status {done.returncode}")
+        raise BenchmarkFailed(f"redis-benchmark failed on {workload.command}: {reason}", server_error)
+    try:
+        return parse_csv(done.stdout)
+    except ValueError as error:
+        raise BenchmarkFailed(str(error), None) from error

@@ -1,0 +1,360 @@
+"""zprof bench end to end with the real redis-server and redis-benchmark: Redis
+against itself, minikv with a planted defect, the fake servers' faults, bad
+input. Runs are small (few requests, trials and keys) so the file takes a few
+minutes on 2 shared cores; assertions use the statistics zprof computes from
+the noise, never the wall clock."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import socket
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.conftest import MINIKV, REPO
+from zprof.analysis.stats import RatioEstimate, paired_ratio, summarize, t975
+from zprof.analysis.verdicts import (
+    ACCEPTABLE,
+    EXCELLENT,
+    FAILED,
+    STATUSES,
+    UNACCEPTABLE,
+    UNSTABLE,
+    judge,
+    load_thresholds,
+)
+from zprof.errors import ZprofError
+from zprof.load.benchmark_runs import KEY_BYTES, KEY_TEMPLATE, MIX, NumberedKeys, bench_workload
+from zprof.load.redis_benchmark import parse_csv
+
+REDIS_SERVER = shutil.which("redis-server") or "redis-server"
+FAKE_SERVERS = REPO / "tests" / "fake_servers.py"
+# Far beyond what these small runs need; a hang would hit it instead of the suite's own timeout.
+HANG_TIMEOUT_S = 180
+SMALL = ("--trials", "2", "--requests", "2000", "--keys", "0")
+
+
+def processes_in(directory: str) -> list[str]:
+    """Processes working in `directory`: zprof runs every server and redis-benchmark in its cache."""
+    found = []
+    for process in psutil.process_iter(["cmdline", "cwd"]):
+        cwd, command = process.info["cwd"] or "", " ".join(process.info["cmdline"] or [])
+        if cwd.startswith(directory) and "pytest" not in command:
+            found.append(f"{command} (in {cwd})")
+    return found
+
+
+@pytest.fixture(scope="module")
+def bench(run_zprof, zprof_env, tmp_path_factory):
+    """Runs `zprof bench`; returns the CLI result and the JSON report (None if none was written)."""
+    out = tmp_path_factory.mktemp("bench")
+    count = iter(range(1_000_000))
+
+    def run(*args: str, timeout: float = HANG_TIMEOUT_S * 3):
+        path = out / f"bench-{next(count)}.json"
+        done = run_zprof("bench", "--json", str(path), *args, timeout=timeout)
+        assert processes_in(zprof_env["ZPROF_CACHE"]) == [], "zprof bench left a process running"
+        assert "Traceback" not in done.output, done.output
+        return done, json.loads(path.read_text()) if path.exists() else None
+
+    return run
+
+
+SIDE_FIELDS = ("rps", "p50_ms", "p95_ms", "p99_ms", "p999_ms", "cpu_pct", "errors", "trials")
+COMMAND_FIELDS = ("command", "driver", "redis", "target", "throughput_ratio", "p99_ratio", "throughput_status",
+                  "latency_status")
+
+
+def assert_contract(report: dict) -> None:
+    """The JSON fields the issue names, with their types and the status vocabulary."""
+    assert isinstance(report["limitations"], list) and all(isinstance(s, str) for s in report["limitations"])
+    assert {"cores", "model", "load_average", "kernel"} <= report["machine"].keys()
+    assert isinstance(report["trials"], list)
+    for command in report["commands"]:
+        assert set(COMMAND_FIELDS) <= command.keys(), command.keys()
+        assert command["driver"] in ("redis-benchmark", "zprof", None)
+        assert command["throughput_status"] in STATUSES and command["latency_status"] in STATUSES, command
+        for side in ("redis", "target"):
+            figures = command[side]
+            assert set(SIDE_FIELDS) <= figures.keys(), figures.keys()
+            assert isinstance(figures["rps"], float) and isinstance(figures["errors"], int)
+            assert isinstance(figures["trials"], list)
+            for name in ("p50_ms", "p95_ms", "p99_ms", "p999_ms", "cpu_pct"):
+                # Numbers whenever the server has a successful trial; null only for a side that has none.
+                assert isinstance(figures[name], float | int) or (figures[name] is None and not figures["trials"])
+            for trial in figures["trials"]:
+                assert set(SIDE_FIELDS) - {"trials"} <= trial.keys()
+        if command["throughput_status"] == FAILED:
+            assert command["first_error"]
+        else:
+            assert isinstance(command["throughput_ratio"], float) and isinstance(command["p99_ratio"], float)
+            assert command["redis"]["p999_ms"] is not None and command["target"]["p999_ms"] is not None
+    if report["memory"] is not None:
+        memory = report["memory"]
+        assert memory["status"] in (EXCELLENT, ACCEPTABLE, UNACCEPTABLE, FAILED)
+        assert "rss_per_million_keys" in memory["target"] and "rss_per_million_keys" in memory["redis"]
+
+
+def by_command(report: dict) -> dict[str, dict]:
+    assert_contract(report)
+    return {command["command"]: command for command in report["commands"]}
+
+
+def fake_target(fault: str) -> tuple[str, ...]:
+    return ("--target-binary", sys.executable, "--start-command", f"{{binary}} {FAKE_SERVERS} {fault} --port {{port}}")
+
+
+# End to end with real servers
+
+
+@pytest.mark.slow
+def test_redis_against_itself_is_within_its_own_noise(bench):
+    """A 95% interval misses the truth 1 time in 20 by design, so with two commands a correct
+    zprof would fail 1 run in 10; a second, independent run takes that to about 1 in 100, while a
+    real bias (what this test is for: an order effect, a wrong ratio) fails both runs."""
+    misses: list[str] = []
+    for _attempt in range(2):
+        done, report = bench("--target-binary", REDIS_SERVER, "--commands", "SET,GET", "--requests", "200000",
+                             "--trials", "5", "--keys", "20000")
+        assert done.returncode == 0, done.output
+        commands = by_command(report)
+        for name in ("SET", "GET"):
+            assert commands[name]["driver"] == "redis-benchmark"
+            assert commands[name]["throughput_status"] not in (UNACCEPTABLE, FAILED), commands[name]
+        intervals = {name: commands[name]["throughput_ratio_ci95"] for name in ("SET", "GET")}
+        misses = [f"{name}: {low}-{high}" for name, (low, high) in intervals.items() if not low <= 1.0 <= high]
+        if not misses:
+            break
+    assert not misses, misses
+    # The same server stores the same keys in the same memory, give or take the allocator's pages.
+    assert report["memory"]["target"]["keys_stored"] == 20000
+    assert 0.7 < report["memory"]["ratio"] < 1.4, report["memory"]
+    assert report["memory"]["status"] != FAILED
+    assert report["target"]["start_command"].startswith("{binary} --port {port} --bind 127.0.0.1")
+    assert len(report["trials"]) == 2 * 2 * 5
+    # A B A B: the target, then Redis, in every trial, each on its own fresh server.
+    assert [(t["trial"], t["server"]) for t in report["trials"]] == [
+        (trial, server) for trial in range(1, 6) for server in ("target", "redis") for _ in ("SET", "GET")]
+    # p99.9 from zprof's driver after each redis-benchmark run, said so.
+    assert {t["p999_source"] for t in report["trials"]} == {"zprof"}
+    assert all(t["latency_ms"]["p999"] > 0 and t["p999_requests"] for t in report["trials"])
+    assert any("p99.9" in line and "zprof's built-in driver" in line and "Python client's own tail" in line
+               for line in report["limitations"]), report["limitations"]
+    assert "p99.9 from zprof's driver" in " ".join(done.stdout.split())
+
+
+@pytest.mark.slow
+def test_hot_loop_makes_zadd_unacceptable_and_leaves_get_alone(bench):
+    """Also minikv's missing pub/sub: PUBLISH fails alone and the other commands are still compared."""
+    done, report = bench("--project", str(MINIKV), "--server-args", "--defect hot-loop",
+                         "--commands", "GET,PUBLISH,ZADD", "--requests", "20000", "--trials", "3", "--keys", "0",
+                         "--subscribers", "3")
+    assert_clean_failure(done, 1, "1 command(s) failed: PUBLISH", "is not implemented by minikv")
+    commands = by_command(report)
+    zadd, get, publish = commands["ZADD"], commands["GET"], commands["PUBLISH"]
+    # ~100 µs of CPU per ZADD caps minikv near 10k req/s against Redis' hundreds of thousands.
+    assert zadd["throughput_status"] == UNACCEPTABLE, zadd
+    assert zadd["throughput_ratio_ci95"][1] < 0.7, zadd
+    assert get["throughput_status"] not in (UNACCEPTABLE, FAILED), get
+    assert get["throughput_verdict"]["level"] in (EXCELLENT, ACCEPTABLE), get
+    assert publish["throughput_status"] == publish["latency_status"] == FAILED
+    assert "is not implemented by minikv" in publish["first_error"] and publish["target"]["errors"] >= 1
+    assert publish["target"]["trials"] == [] and publish["target"]["rps"] == 0
+    assert report["verdict"] == UNACCEPTABLE
+    assert "ZADD throughput" in done.stdout
+    assert report["target"]["name"] == "minikv" and report["target"]["zig_version"]
+
+
+@pytest.mark.slow
+def test_tier_3_redis_against_itself_delivers_every_message(bench):
+    done, report = bench("--target-binary", REDIS_SERVER, "--tier", "3", "--subscribers", "3", "--trials", "2",
+                         "--requests", "5000", "--keys", "0")
+    assert done.returncode == 0, done.output
+    commands = by_command(report)
+    assert list(commands) == [MIX, "PUBLISH"]
+    assert commands[MIX]["driver"] == "zprof"
+    for command in commands.values():
+        assert command["throughput_status"] in (EXCELLENT, ACCEPTABLE, UNSTABLE), command
+    publishes = [t for side in ("redis", "target") for t in commands["PUBLISH"][side]["trials"]]
+    assert len(publishes) == 4
+    for trial in publishes:
+        # redis-benchmark may send a few pipelined requests beyond -n; every one reaches every subscriber.
+        assert trial["subscribers"] == 3 and trial["deliveries"] >= trial["expected_deliveries"] > 3 * 5000, trial
+    assert report["settings"]["subscribers"] == 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("fault", "limitation", "clients", "pipeline"), [
+    ("one-at-a-time", "serves one connection at a time", 1, 1),
+    ("drops-pipelined", "answers only the first of pipelined commands", 50, 1),
+    ("stalls-on-config", "did not finish SET within 3 s and was killed", 50, 16),
+])
+def test_a_faulty_server_is_driven_by_zprof_and_named(bench, fault, limitation, clients, pipeline):
+    done, report = bench(*fake_target(fault), "--commands", "SET,GET", "--trials", "2", "--requests", "500",
+                         "--keys", "200", "--deadline", "3", timeout=HANG_TIMEOUT_S)
+    assert done.returncode == 0, done.output
+    assert any(limitation in line for line in report["limitations"]), report["limitations"]
+    assert limitation in " ".join(done.stdout.split())
+    assert report["settings"]["tool"] == "zprof"
+    assert (report["settings"]["clients"], report["settings"]["pipeline"]) == (clients, pipeline)
+    assert FAILED not in {c["throughput_status"] for c in by_command(report).values()}
+    assert {c["driver"] for c in report["commands"]} == {"zprof"}
+    assert {record["tool"] for record in report["trials"]} == {"zprof"}
+    # The fake keeps nothing, and says so through DBSIZE: memory is reported but not judged.
+    assert report["memory"]["status"] == FAILED and report["memory"]["verdict"] is None
+
+
+# Bad input and faults
+
+
+def assert_clean_failure(done, code: int, *phrases: str) -> None:
+    assert done.returncode == code, done.output
+    flat = " ".join(done.output.split())
+    for phrase in phrases:
+        assert phrase in flat, done.output
+
+
+def test_a_missing_redis_server_names_the_package(bench):
+    done, _ = bench("--redis-server", "/nonexistent/redis-server", *SMALL)
+    assert_clean_failure(done, 2, "/nonexistent/redis-server", "apt-get install redis-server")
+
+
+def test_tier_and_commands_together_and_unknown_commands_are_bad_input(bench):
+    done, _ = bench("--tier", "1", "--commands", "SET")
+    assert_clean_failure(done, 2, "--tier or --commands")
+    done, _ = bench("--commands", "SET,XADD")
+    assert_clean_failure(done, 2, "no request for XADD")
+
+
+@pytest.mark.slow
+def test_a_port_in_use(bench):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done, report = bench("--target-binary", REDIS_SERVER, "--port", str(port), *SMALL)
+    assert_clean_failure(done, 2, f"port {port}", "in use")
+    assert report is None
+
+
+@pytest.mark.slow
+def test_a_command_the_target_refuses_fails_alone(bench):
+    done, report = bench("--target-binary", REDIS_SERVER, "--server-args", '--rename-command ZADD ""',
+                         "--commands", "SET,ZADD,GET", *SMALL)
+    assert_clean_failure(done, 1, "1 command(s) failed: ZADD", "unknown command")
+    commands = by_command(report)
+    failure = commands["ZADD"]["failure"]
+    assert commands["ZADD"]["throughput_status"] == commands["ZADD"]["latency_status"] == FAILED
+    assert failure["server"] == "target" and "unknown command" in commands["ZADD"]["first_error"]
+    # The warm-up runs through zprof's driver, which counts every error reply.
+    assert commands["ZADD"]["target"]["errors"] == failure["requests"] == 2000
+    assert commands["ZADD"]["redis"]["errors"] == 0
+    assert FAILED not in (commands["SET"]["throughput_status"], commands["GET"]["throughput_status"])
+
+
+@pytest.mark.slow
+def test_zero_successful_requests(bench):
+    done, report = bench("--target-binary", REDIS_SERVER, "--server-args",
+                         '--rename-command SET "" --rename-command GET ""', "--commands", "SET,GET", *SMALL)
+    assert_clean_failure(done, 1, "no successful requests")
+    assert {command["throughput_status"] for command in by_command(report).values()} == {FAILED}
+    assert report["verdict"] is None
+
+
+@pytest.mark.slow
+def test_a_target_that_crashes_mid_trial(bench):
+    # The wrapper kills the real server a second after each start, during the measured run.
+    start = ("sh -c '\"$0\" --port \"$1\" & pid=$!; sleep 1; echo zprof-test-crash; kill -9 $pid; wait' "
+             "{binary} {port}")
+    done, report = bench("--project", str(MINIKV), "--start-command", start, "--commands", "SET",
+                         "--requests", "100000000", "--warmup", "1000", "--trials", "2", "--keys", "0")
+    assert_clean_failure(done, 1, "crashed in trial 1 during SET", "zprof-test-crash")
+    assert report["complete"] is False and "crashed" in report["error"]
+
+
+# The pure parts
+
+
+def test_redis_benchmark_csv():
+    row = parse_csv('"test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms",'
+                    '"p99_latency_ms","max_latency_ms"\n'
+                    '"SET key:__rand_int__ xxx","62500.00","0.512","0.176","0.487","0.767","1.943","2.079"\n')
+    assert (row.rps, row.p50_ms, row.p99_ms, row.max_ms) == (62500.0, 0.487, 1.943, 2.079)
+    with pytest.raises(ValueError, match="no result row"):
+        parse_csv('"test","rps"\n')
+    with pytest.raises(ValueError, match="p99_latency_ms"):
+        parse_csv('"test","rps"\n"SET","1.0"\n')
+
+
+def test_ratio_interval():
+    assert t975(4) == 2.776 and 1.98 < t975(100) < 1.99
+    same = paired_ratio([100.0, 200.0, 150.0], [100.0, 200.0, 150.0])
+    assert same is not None and same.percent == 100 and same.ci95 == (100, 100)
+    half = paired_ratio([50.0, 51.0, 49.0, 50.0], [100.0, 100.0, 100.0, 100.0])
+    assert half is not None and half.ci95 is not None and half.ci95[0] < half.percent < half.ci95[1] < 100
+    single = paired_ratio([90.0], [100.0])
+    assert single is not None and single.ci95 is None and single.percent == 90
+    assert paired_ratio([0.0], [100.0]) is None
+    spread = summarize([90.0, 100.0, 110.0])
+    assert (spread.median, spread.min, spread.max, spread.cv_percent) == (100, 90, 110, 10.0)
+
+
+def test_verdict_levels_and_conclusiveness():
+    def throughput(percent, ci):
+        return judge(RatioEstimate(percent, ci, 5), 90, 70, higher_is_better=True)
+
+    assert throughput(95, (92, 99)).level == EXCELLENT and throughput(95, (92, 99)).conclusive
+    assert throughput(95, (85, 105)).conclusive is False
+    assert throughput(75, (71, 80)).level == ACCEPTABLE
+    assert throughput(50, None).level == UNACCEPTABLE and throughput(50, None).conclusive is None
+    slower = judge(RatioEstimate(130, (126, 140), 5), 110, 125, higher_is_better=False)
+    assert slower.level == UNACCEPTABLE and slower.conclusive
+
+
+def test_thresholds_come_from_zprof_toml_before_pyproject(tmp_path: Path):
+    assert load_thresholds(tmp_path).throughput_acceptable == 70
+    # [tool.zprof] itself, as the issue says; other settings in the table are left to their commands.
+    (tmp_path / "pyproject.toml").write_text("[tool.zprof]\nthroughput_acceptable = 60\nfollow = true\n")
+    chosen = load_thresholds(tmp_path)
+    assert chosen.throughput_acceptable == 60 and "[tool.zprof]" in chosen.source
+    (tmp_path / "pyproject.toml").write_text("[tool.zprof.bench]\nthroughput_acceptable = 65\n")
+    assert load_thresholds(tmp_path).throughput_acceptable == 65
+    (tmp_path / "zprof.toml").write_text("memory_acceptable = 200\n")
+    chosen = load_thresholds(tmp_path)
+    assert (chosen.memory_acceptable, chosen.throughput_acceptable) == (200, 70)
+    assert "zprof.toml" in chosen.source
+    (tmp_path / "zprof.toml").write_text("[bench]\nmemory_acceptable = 180\n")
+    assert load_thresholds(tmp_path).memory_acceptable == 180
+    (tmp_path / "zprof.toml").write_text("throughput_fine = 1\n")
+    with pytest.raises(ZprofError, match="unknown key 'throughput_fine'"):
+        load_thresholds(tmp_path)
+    (tmp_path / "zprof.toml").write_text("[bench]\nlatency_excellent = 150\n")
+    with pytest.raises(ZprofError, match="latency_excellent must not be above"):
+        load_thresholds(tmp_path)
+
+
+def test_the_mix_interleaves_commands_inside_a_batch():
+    workload = bench_workload(MIX, 1000)
+    rng = random.Random(0)
+    names = [workload.expand(rng).split(b"\r\n")[2] for _ in range(16)]
+    assert workload.command == MIX
+    assert names[:3] == [b"SET", b"GET", b"INCR"] and len(set(names)) == 15
+
+
+def test_numbered_keys_are_distinct_and_sixteen_bytes():
+    workload = NumberedKeys.from_template(KEY_TEMPLATE)
+    requests = [workload.expand(random.Random(0)) for _ in range(3)]
+    keys = [request.split(b"\r\n")[4] for request in requests]
+    assert keys == [b"key:000000000000", b"key:000000000001", b"key:000000000002"]
+    assert {len(key) for key in keys} == {KEY_BYTES}
+
+
+def test_data_size_sets_the_bytes_of_every_written_value():
+    request = bench_workload("SET", 10, data_size=100).expand(random.Random(1))
+    assert b"$100\r\n" + b"x" * 100 + b"\r\n" in request
+    assert b"xxx\r\n" in bench_workload("SET", 10).expand(random.Random(1))
