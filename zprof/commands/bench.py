@@ -5,13 +5,13 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import click
 from click.core import ParameterSource
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from zprof.analysis.verdicts import compare_command, compare_memory, comparison_limitations, load_thresholds
 from zprof.collect.machine import load_average, machine_info, tree_rss_bytes
@@ -116,11 +116,11 @@ def bench_command(target: TargetOptions, tier: str, command_list: str | None, tr
     target_spec = server_spec(target, binary, {})
     redis_spec = ServerSpec(binary=redis_binary, start_command=REDIS_START_COMMAND, ready_timeout=target.ready_timeout)
     machine = machine_info()
-    with run_directory("bench") as run_dir, console.status("Starting the target...") as status:
+    with run_directory("bench") as run_dir, TrialProgress(console) as progress:
         sides = (Side(TARGET, description.name, target_spec, run_dir / TARGET),
                  Side(REDIS, "redis", redis_spec, run_dir / REDIS))
         measured = _measure(sides, workloads, clients, pipeline, requests, warmup, deadline, trials, keys, run_dir,
-                            status.update, subscribers)
+                            progress, subscribers)
 
     runner, plan, memory = measured.runner, measured.plan, measured.memory
     records = runner.records if runner else []
@@ -178,9 +178,32 @@ class _Measured:
     error: ZprofError | None = None  # a crash after the plan was made: the report shows what came before
 
 
+class TrialProgress:
+    """A live bar over the runs of all trials, its text saying what runs now."""
+
+    def __init__(self, console: Console) -> None:
+        self._bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                             TimeElapsedColumn(), console=console, transient=True)
+        self._task = self._bar.add_task("Starting the target...", total=None)
+
+    def __enter__(self) -> TrialProgress:
+        self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.stop()
+
+    def status(self, text: str) -> None:
+        self._bar.update(self._task, description=text)
+
+    def runs(self, done: int, total: int) -> None:
+        self._bar.update(self._task, completed=done, total=total)
+
+
 def _measure(sides: tuple[Side, Side], workloads: list[Workload], clients: int, pipeline: int, requests: int,
              warmup: int, deadline: float | None, trials: int, keys: int, run_dir: Path,
-             status: Callable[[str], None], subscribers: int) -> _Measured:
+             progress: TrialProgress, subscribers: int) -> _Measured:
+    status = progress.status
     """Probe the target and plan the load, compare memory on fresh servers, then run the trials."""
     for side in sides:
         side.run_dir.mkdir()
@@ -202,7 +225,8 @@ def _measure(sides: tuple[Side, Side], workloads: list[Workload], clients: int, 
             with fresh_server(redis) as server:
                 status(f"Loading {keys:,} keys into {redis.label}...")
                 measured.memory[REDIS] = load_keys(server, redis, keys, plan, tree_rss_bytes(server.pid))
-        measured.runner = AlternatingTrials(sides, workloads, plan, trials, run_dir, status, subscribers)
+        measured.runner = AlternatingTrials(sides, workloads, plan, trials, run_dir, status, subscribers,
+                                            progress.runs)
         measured.runner.run()
     except ZprofError as failure:
         if measured is None:  # nothing measured yet (a port in use, a server that never answered)

@@ -27,7 +27,7 @@ from zprof.load.workloads import DEFAULT_KEYSPACE, MIXED_COMMANDS, workload_for
 from zprof.report.pprof import write_pprof
 from zprof.report.speedscope import write_speedscope
 from zprof.report.svg import render_flame_svg
-from zprof.report.terminal import make_console, render_flame, render_flame_diff
+from zprof.report.terminal import make_console, render_build_warnings, render_flame, render_flame_diff
 from zprof.server import HOST, Server
 from zprof.target.build import cache_root
 
@@ -126,6 +126,7 @@ def flame_command(target: TargetOptions, duration: float, command: str | None, w
         "frequency_hz": frequency, "call_graph": call_graph, "notes": capabilities.notes + summary.notes,
         **asdict(summary),
     }, indent=2) + "\n")
+    render_build_warnings(built.warnings, console)
     render_flame(summary, written, console, notes=capabilities.notes, load=load.description)
     if error is not None:
         raise error
@@ -174,6 +175,7 @@ def _callgrind(target: TargetOptions, workloads: list[Workload], requests: int, 
     (out_dir / "summary.json").write_text(json.dumps({
         "command": command.upper() if command else "mixed", "engine": "callgrind", "load": description,
         "notes": capabilities.notes, **asdict(summary)}, indent=2) + "\n")
+    render_build_warnings(built.warnings, console)
     render_flame(summary, written, console, notes=capabilities.notes, load=description)
 
 

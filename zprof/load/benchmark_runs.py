@@ -475,9 +475,12 @@ class AlternatingTrials:
     skipped) and `limitations`. A crash raises ZprofError with the records kept."""
 
     def __init__(self, sides: tuple[Side, Side], workloads: list[Workload], plan: LoadPlan, trials: int,
-                 run_dir: Path, status: Callable[[str], None], subscribers: int = 10) -> None:
+                 run_dir: Path, status: Callable[[str], None], subscribers: int = 10,
+                 progress: Callable[[int, int], None] = lambda done, total: None) -> None:
         self.sides, self.workloads, self.plan, self.trials = sides, workloads, plan, trials
         self.run_dir, self.status, self.subscribers = run_dir, status, subscribers
+        # (runs done, runs in all): one run is one command on one server in one trial.
+        self.progress = progress
         self.records: list[RunRecord] = []
         self.failures: dict[str, CommandFailure] = {}
         self.limitations: list[str] = []
@@ -498,12 +501,16 @@ class AlternatingTrials:
 
     def _all_trials(self) -> None:
         """A B A B ...: the target then Redis in every trial, each on a freshly started server."""
+        total, done = self.trials * len(self.sides) * len(self.workloads), 0
+        self.progress(done, total)
         for trial in range(1, self.trials + 1):
             for side in self.sides:
                 with fresh_server(side) as server:
                     for workload in self.workloads:
                         if workload.command not in self.failures:
                             self._one_command(server, side, trial, workload)
+                        done += 1
+                        self.progress(done, total)
 
     def _one_command(self, server: Server, side: Side, trial: int, workload: Workload) -> None:
         where = f"trial {trial}/{self.trials}, {side.label}, {workload.command}"

@@ -27,7 +27,7 @@ from zprof.analysis.verdicts import (
 )
 from zprof.collect.machine import MachineInfo
 from zprof.load.benchmark_runs import KEY_BYTES, REDIS, TARGET, VALUE_BYTES, MemoryRecord, RunRecord
-from zprof.report.terminal import human_bytes
+from zprof.report.terminal import human_bytes, render_build_warnings
 
 SCHEMA = "zprof.bench/2"
 STYLE = {EXCELLENT: "green", ACCEPTABLE: "yellow", UNACCEPTABLE: "bold red", UNSTABLE: "magenta", FAILED: "bold red"}
@@ -277,8 +277,7 @@ def render_bench(report: BenchReport, console: Console) -> None:
     after = f", {report.load_average_after[0]} after" if report.load_average_after else ""
     console.print(f"machine: {machine.cores} cores ({machine.model}), {machine.kernel}, "
                   f"load average {machine.load_average[0]} before{after}")
-    for warning in report.target.build_warnings:
-        console.print(Text("build: " + warning.splitlines()[0], style="yellow"))
+    render_build_warnings(report.target.build_warnings, console)
 
     shown = [command for command in report.commands if command.failed or (command.target and command.redis)]
     if shown:

@@ -55,6 +55,15 @@ def short_path(path: str | None, line: int | None) -> str:
     return f"{path}:{line}" if line else path
 
 
+def render_build_warnings(warnings: list[str], console: Console) -> None:
+    """What `zig build` reported although it produced the binary (see target/build.py)."""
+    for warning in warnings:
+        first, *rest = warning.splitlines()
+        console.print(Text("build: " + first, style="yellow"))
+        for line in rest:
+            console.print(Text("  " + line, style="dim"))
+
+
 def render_allocs(run: AllocsRun, console: Console) -> None:
     analysis, per = run.analysis, run.analysis.per_request
     load = run.load
@@ -66,11 +75,7 @@ def render_allocs(run: AllocsRun, console: Console) -> None:
         f"{run.requests:,} requests `{' '.join(run.args)}` over {load.clients} client(s), pipeline {load.pipeline}: "
         f"{load.requests_per_second:,.0f} req/s with the shim, {load.errors} error(s)"
     )
-    for warning in run.target.build_warnings:
-        first, *rest = warning.splitlines()
-        console.print(Text("build: " + first, style="yellow"))
-        for line in rest:
-            console.print(Text("  " + line, style="dim"))
+    render_build_warnings(run.target.build_warnings, console)
     if not run.complete:
         console.print(Text("The run did not finish: these figures cover the requests that completed.", style="red"))
 
