@@ -16,6 +16,10 @@
 //! touches shared counters only with atomics (targets are multi-threaded), and
 //! every table has a fixed size and a bounded probe, so a full table loses
 //! detail, counted in `Counters`, never correctness.
+//!
+//! In the overlay zprof builds for valgrind's massif, `massif_client_requests`
+//! is true and the hooks also describe each block the program holds to
+//! valgrind (see `Massif`), with or without `ZPROF_SHM`.
 
 const std = @import("std");
 const builtin = @import("builtin");
@@ -27,6 +31,8 @@ pub const magic: u64 = 0x314853464f52505a;
 /// Bumped whenever any extern struct below changes shape.
 pub const layout_version: u64 = 1;
 pub const env_var = "ZPROF_SHM";
+/// zprof's massif overlay rewrites this exact line to `true` (zprof/target/shim.py).
+pub const massif_client_requests = false;
 
 pub const layer_capacity = 16;
 pub const site_capacity = 16384;
@@ -443,7 +449,7 @@ const Nesting = struct {
     }
 };
 
-pub noinline fn alloc(a: Allocator, len: usize, alignment: Alignment, ret_addr: usize) ?[*]u8 {
+inline fn countedAlloc(a: Allocator, len: usize, alignment: Alignment, ret_addr: usize) ?[*]u8 {
     const region = attachedRegion() orelse return a.vtable.alloc(a.ptr, len, alignment, ret_addr);
     const call = beginCall(region, a, ret_addr) orelse return a.vtable.alloc(a.ptr, len, alignment, ret_addr);
     const nesting: Nesting = .enter(call.layer);
@@ -457,7 +463,7 @@ pub noinline fn alloc(a: Allocator, len: usize, alignment: Alignment, ret_addr: 
     return result;
 }
 
-pub noinline fn free(a: Allocator, memory: []u8, alignment: Alignment, ret_addr: usize) void {
+inline fn countedFree(a: Allocator, memory: []u8, alignment: Alignment, ret_addr: usize) void {
     if (attachedRegion()) |region| {
         if (region.layerIndex(@intFromPtr(a.vtable.alloc))) |layer| {
             // Forget the block before it is released: once released, another
@@ -471,7 +477,7 @@ pub noinline fn free(a: Allocator, memory: []u8, alignment: Alignment, ret_addr:
     a.vtable.free(a.ptr, memory, alignment, ret_addr);
 }
 
-pub noinline fn resize(a: Allocator, memory: []u8, alignment: Alignment, new_len: usize, ret_addr: usize) bool {
+inline fn countedResize(a: Allocator, memory: []u8, alignment: Alignment, new_len: usize, ret_addr: usize) bool {
     const region = attachedRegion() orelse return a.vtable.resize(a.ptr, memory, alignment, new_len, ret_addr);
     const layer_index = region.layerIndex(@intFromPtr(a.vtable.alloc)) orelse return a.vtable.resize(a.ptr, memory, alignment, new_len, ret_addr);
     const layer = &region.layers[layer_index];
@@ -488,7 +494,7 @@ pub noinline fn resize(a: Allocator, memory: []u8, alignment: Alignment, new_len
     return true;
 }
 
-pub noinline fn remap(a: Allocator, memory: []u8, alignment: Alignment, new_len: usize, ret_addr: usize) ?[*]u8 {
+inline fn countedRemap(a: Allocator, memory: []u8, alignment: Alignment, new_len: usize, ret_addr: usize) ?[*]u8 {
     const region = attachedRegion() orelse return a.vtable.remap(a.ptr, memory, alignment, new_len, ret_addr);
     const layer_index = region.layerIndex(@intFromPtr(a.vtable.alloc)) orelse return a.vtable.remap(a.ptr, memory, alignment, new_len, ret_addr);
     const layer = &region.layers[layer_index];
@@ -507,6 +513,119 @@ pub noinline fn remap(a: Allocator, memory: []u8, alignment: Alignment, new_len:
     Region.add(if (new_address == old_address) &layer.remaps_in_place else &layer.remaps_moved, 1);
     region.recordInPlace(layer_index, block, new_address, memory.len, new_len);
     return result;
+}
+
+// The hooks Allocator.zig calls. The counting bodies above are `inline`, so
+// the frame walk still starts in these functions, as zprof's symbols expect.
+
+pub noinline fn alloc(a: Allocator, len: usize, alignment: Alignment, ret_addr: usize) ?[*]u8 {
+    if (!massif_client_requests) return countedAlloc(a, len, alignment, ret_addr);
+    const call: Massif = .enter(a);
+    const result = countedAlloc(a, len, alignment, ret_addr);
+    call.leave();
+    if (call.report) if (result) |memory| clientRequest(.MalloclikeBlock, @intFromPtr(memory), len, 0, 0);
+    return result;
+}
+
+pub noinline fn free(a: Allocator, memory: []u8, alignment: Alignment, ret_addr: usize) void {
+    if (!massif_client_requests) return countedFree(a, memory, alignment, ret_addr);
+    const call: Massif = .enter(a);
+    defer call.leave();
+    // Told before the block is released: once released, another thread may
+    // be handed the same address.
+    if (call.report) clientRequest(.FreelikeBlock, @intFromPtr(memory.ptr), 0, 0, 0);
+    countedFree(a, memory, alignment, ret_addr);
+}
+
+pub noinline fn resize(a: Allocator, memory: []u8, alignment: Alignment, new_len: usize, ret_addr: usize) bool {
+    if (!massif_client_requests) return countedResize(a, memory, alignment, new_len, ret_addr);
+    const call: Massif = .enter(a);
+    const resized = countedResize(a, memory, alignment, new_len, ret_addr);
+    call.leave();
+    if (call.report and resized) clientRequest(.ResizeinplaceBlock, @intFromPtr(memory.ptr), memory.len, new_len, 0);
+    return resized;
+}
+
+pub noinline fn remap(a: Allocator, memory: []u8, alignment: Alignment, new_len: usize, ret_addr: usize) ?[*]u8 {
+    if (!massif_client_requests) return countedRemap(a, memory, alignment, new_len, ret_addr);
+    const call: Massif = .enter(a);
+    const result = countedRemap(a, memory, alignment, new_len, ret_addr);
+    call.leave();
+    const new_memory = result orelse return null;
+    if (!call.report) return result;
+    if (new_memory == memory.ptr) {
+        clientRequest(.ResizeinplaceBlock, @intFromPtr(memory.ptr), memory.len, new_len, 0);
+    } else {
+        // The old address was released inside the call; valgrind runs one
+        // thread at a time, so another thread reusing it first is rare.
+        clientRequest(.FreelikeBlock, @intFromPtr(memory.ptr), 0, 0, 0);
+        clientRequest(.MalloclikeBlock, @intFromPtr(new_memory), new_len, 0, 0);
+    }
+    return result;
+}
+
+/// Which calls massif hears of: each block the program holds, once. Those
+/// are the blocks program code gets from any allocator but an arena, and the
+/// blocks an arena gets from its backing allocator (it hands out parts of
+/// them and gives them back only en bloc, on reset or deinit). The blocks an
+/// allocator takes from the one behind it (GPA slabs from the page
+/// allocator) would count the same bytes twice, and massif sees the C
+/// allocator's malloc and free itself.
+const Massif = struct {
+    saved: Caller,
+    report: bool,
+
+    const Caller = enum(u8) { program, arena, allocator };
+    /// Who made the hooked call running on this thread (none: the program).
+    threadlocal var caller: Caller = .program;
+
+    const arena_vtable = vtable: {
+        var arena: std.heap.ArenaAllocator = undefined;
+        break :vtable arena.allocator().vtable;
+    };
+    const c_vtables: []const *const Allocator.VTable =
+        if (builtin.link_libc) &.{ std.heap.c_allocator.vtable, std.heap.raw_c_allocator.vtable } else &.{};
+
+    fn enter(a: Allocator) Massif {
+        const saved = caller;
+        const is_arena = a.vtable == arena_vtable;
+        caller = if (is_arena) .arena else .allocator;
+        const is_c = for (c_vtables) |vtable| {
+            if (a.vtable == vtable) break true;
+        } else false;
+        return .{ .saved = saved, .report = saved != .allocator and !is_arena and !is_c };
+    }
+
+    fn leave(call: Massif) void {
+        caller = call.saved;
+    }
+};
+
+/// A valgrind client request: a no-op on a real CPU. std.valgrind's
+/// functions compile to nothing without `-fvalgrind`, which ReleaseFast turns
+/// off and `zig build` cannot pass to a project, so this is their instruction
+/// sequence (std/valgrind.zig), with std's request codes.
+fn clientRequest(request: std.valgrind.ClientRequest, a1: usize, a2: usize, a3: usize, a4: usize) void {
+    const args = [_]usize{ @intFromEnum(request), a1, a2, a3, a4, 0 };
+    switch (builtin.cpu.arch) {
+        .x86_64 => _ = asm volatile (
+            \\ rolq  $3,    %%rdi ; rolq $13, %%rdi
+            \\ rolq  $61,   %%rdi ; rolq $51, %%rdi
+            \\ xchgq %%rbx, %%rbx
+            : [_] "={rdx}" (-> usize),
+            : [_] "{rax}" (&args),
+              [_] "{rdx}" (@as(usize, 0)),
+            : .{ .memory = true }),
+        .aarch64 => _ = asm volatile (
+            \\ ror x12, x12, #3  ; ror x12, x12, #13
+            \\ ror x12, x12, #51 ; ror x12, x12, #61
+            \\ orr x10, x10, x10
+            : [_] "={x3}" (-> usize),
+            : [_] "{x4}" (&args),
+              [_] "{x3}" (@as(usize, 0)),
+            : .{ .memory = true }),
+        else => {},
+    }
 }
 
 test "a freed block is charged to the site that allocated it" {

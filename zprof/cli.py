@@ -13,6 +13,7 @@ from zprof.commands.bench import bench_command
 from zprof.commands.build import build_command
 from zprof.commands.doctor import doctor_command
 from zprof.commands.flame import flame_command
+from zprof.commands.memory import memory_command
 from zprof.errors import EXIT_USAGE, ZprofError
 
 
@@ -27,6 +28,7 @@ cli.add_command(bench_command)
 cli.add_command(build_command)
 cli.add_command(doctor_command)
 cli.add_command(flame_command)
+cli.add_command(memory_command)
 
 
 def main(argv: list[str] | None = None) -> int:

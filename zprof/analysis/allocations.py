@@ -181,7 +181,7 @@ def _size_class_bounds(index: int) -> tuple[int, int]:
     return (0, 0) if index == 0 else (1 << (index - 1), (1 << index) - 1)
 
 
-def _format_bytes(count: float) -> str:
+def format_bytes(count: float) -> str:
     for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if abs(count) >= size:
             return f"{count / size:.1f} {unit}"
@@ -192,7 +192,7 @@ def _frame_text(frame: SourceFrame) -> str:
     return f"{frame.function} ({frame.where})"
 
 
-def _is_shim_or_api(frame: SourceFrame) -> bool:
+def is_shim_or_api(frame: SourceFrame) -> bool:
     return bool(frame.file) and (
         frame.file.endswith("/zprof_hooks.zig") or frame.file.endswith("std/mem/Allocator.zig")  # type: ignore[union-attr]
     )
@@ -202,10 +202,10 @@ def attribute(site: SiteCounters, locations: dict[int, tuple[SourceFrame, ...]])
     """The frame a site is charged to (first outside std) and the frames on the way there."""
     logical: list[SourceFrame] = []
     for address in site.frames[1:]:  # frames[0] is the API's ret_addr, a duplicate of a walked frame
-        logical.extend(frame for frame in locations.get(address - 1, ()) if not _is_shim_or_api(frame))
+        logical.extend(frame for frame in locations.get(address - 1, ()) if not is_shim_or_api(frame))
     if not logical:
         fallback = locations.get(site.frames[0] - 1, ()) if site.frames else ()
-        logical = [frame for frame in fallback if not _is_shim_or_api(frame)] or [SourceFrame("?", None, None)]
+        logical = [frame for frame in fallback if not is_shim_or_api(frame)] or [SourceFrame("?", None, None)]
     for depth, frame in enumerate(logical):
         if not is_std_file(frame.file):
             return frame, [_frame_text(f) for f in logical[:depth]]
@@ -255,7 +255,7 @@ def analyse(window: Window, requests: int, symbolizer: Symbolizer, bias: int = 0
         entry = grouped[key]
         entry["allocs"] += delta["allocs"]
         entry["alloc_bytes"] += delta["alloc_bytes"]
-        if _counts_as_retained(layer, parent):
+        if counts_as_retained(layer, parent):
             entry["retained"] += delta["alloc_bytes"] - delta["free_bytes"]
         entry["max"] = max(entry["max"], site.max_size if delta["allocs"] > 0 else 0)
         if entry["inlined"] is None or len(chain) > len(entry["inlined"]):
@@ -318,10 +318,10 @@ def _size_label(index: int) -> str:
     low, high = _size_class_bounds(index)
     if low < 1024:
         return f"{low}-{high} B" if low != high else f"{low} B"
-    return f"{_format_bytes(low)}-{_format_bytes(high + 1)}"
+    return f"{format_bytes(low)}-{format_bytes(high + 1)}"
 
 
-def _counts_as_retained(layer: str, parent: str | None) -> bool:
+def counts_as_retained(layer: str, parent: str | None) -> bool:
     """Memory the program holds: its own non-arena blocks, and what arenas hold.
 
     Arena blocks are released en bloc by a reset, never one by one, and the
@@ -341,8 +341,8 @@ def find_flags(sites: list[CallSite], per_request: PerRequest) -> list[Flag]:
             small[(site.function, site.file, site.line)] += site.allocs_per_request
         if site.nested_in is None and site.max_bytes > LARGE_BYTES and site.allocs_per_request > 0:
             flags.append(Flag("large", site.function, site.file, site.line, site.average_bytes,
-                              f"{site.allocs_per_request:.2f} allocations of {_format_bytes(site.average_bytes)} per "
-                              f"request (over {_format_bytes(LARGE_BYTES)}) from {site.layer}"))
+                              f"{site.allocs_per_request:.2f} allocations of {format_bytes(site.average_bytes)} per "
+                              f"request (over {format_bytes(LARGE_BYTES)}) from {site.layer}"))
     for (function, file, line), count in small.items():
         if count >= SMALL_FLAG_PER_REQUEST:
             flags.append(Flag("small", function, file, line, count,

@@ -10,6 +10,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from rich.console import Console
 
 from zprof.errors import ZprofError
 from zprof.server import DEFAULT_START_COMMAND, READY_TIMEOUT_S, ServerSpec
+from zprof.target import shim
 from zprof.target.build import BuildRequest, BuildResult, build, cache_root
 from zprof.target.project import ZigProject, load_project
 from zprof.target.toolchain import find_zig
@@ -64,13 +66,14 @@ def target_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return with_target
 
 
-def build_target(options: TargetOptions, console: Console, *, with_shim: bool,
+def build_target(options: TargetOptions, console: Console, *, with_shim: bool, shim_variant: str = shim.COUNTING,
                  extra_args: tuple[str, ...] = ()) -> tuple[ZigProject, BuildResult]:
     project = load_project(options.project)
     zig = find_zig(options.zig)
-    request = BuildRequest(project=project, zig=zig, with_shim=with_shim, exe=options.exe, extra_args=extra_args)
-    with console.status(f"Building {project.name} with Zig {zig.version}"
-                        f"{' and the zprof shim' if with_shim else ''}...", spinner="dots"):
+    request = BuildRequest(project=project, zig=zig, with_shim=with_shim, shim_variant=shim_variant, exe=options.exe,
+                           extra_args=extra_args)
+    shim_name = f" and the zprof shim ({shim_variant})" if with_shim else ""
+    with console.status(f"Building {project.name} with Zig {zig.version}{shim_name}...", spinner="dots"):
         result = build(request)
     return project, result
 
@@ -96,3 +99,17 @@ def run_directory(kind: str) -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def default_output(kind: str) -> Path:
+    return Path("zprof-out") / f"{kind}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def fresh_output_dir(path: Path | None, kind: str) -> Path:
+    """The run's output directory; an existing one is never overwritten."""
+    output = path or default_output(kind)
+    if output.exists():
+        raise ZprofError(f"the output directory {output} already exists; zprof never overwrites a previous run",
+                         detail="Pass another --output, or remove it first.")
+    output.mkdir(parents=True)
+    return output

@@ -154,9 +154,8 @@ async def _measure(
                 expected_seconds = warm.seconds * requests / max(warm.requests, 1)
             if not counters.attached():
                 raise ZprofError(
-                    "the server never wrote to zprof's counter file",
+                    "the server never wrote to zprof's counter file: it was not built by zprof with the shim",
                     detail=f"Is {binary} the server, and does it allocate through std.mem.Allocator?",
-                    exit_code=EXIT_TARGET,
                 )
             bias = process.load_bias(server.pid, binary)
 

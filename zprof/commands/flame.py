@@ -6,7 +6,6 @@ import asyncio
 import json
 import time
 from dataclasses import asdict
-from datetime import datetime
 from pathlib import Path
 
 import click
@@ -18,9 +17,16 @@ from zprof.analysis.perf_script import build_profile, parse_perf_script
 from zprof.analysis.stacks import StackProfile, folded_lines, profile_from_json, profile_to_json
 from zprof.analysis.symbols import Symbolizer
 from zprof.collect import perf, valgrind
-from zprof.commands._target import TargetOptions, build_target, run_directory, server_spec, target_options
+from zprof.commands._target import (
+    TargetOptions,
+    build_target,
+    fresh_output_dir,
+    run_directory,
+    server_spec,
+    target_options,
+)
 from zprof.errors import EXIT_TARGET, ZprofError
-from zprof.load.driver import BackgroundLoad, LoadResult, LoadSession, Workload
+from zprof.load.driver import BackgroundLoad, LoadError, Workload, run_requests
 from zprof.load.probe import Capabilities, check_command, probe
 from zprof.load.redis_benchmark import RedisBenchmarkLoad, redis_benchmark_path
 from zprof.load.workloads import DEFAULT_KEYSPACE, MIXED_COMMANDS, workload_for
@@ -35,20 +41,6 @@ from zprof.target.build import cache_root
 DEFAULT_FREQUENCY_HZ = 997
 PROFILE_FILE = "profile.zprof.json"
 WARMUP_S = 0.5
-
-
-def default_output(kind: str) -> Path:
-    return Path("zprof-out") / f"{kind}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-
-
-def fresh_output_dir(path: Path | None, kind: str) -> Path:
-    """The run's output directory; an existing one is never overwritten."""
-    output = path or default_output(kind)
-    if output.exists():
-        raise ZprofError(f"the output directory {output} already exists; zprof never overwrites a previous run",
-                         detail="Pass another --output, or remove it first.")
-    output.mkdir(parents=True)
-    return output
 
 
 @click.command("flame")
@@ -152,7 +144,12 @@ def _callgrind(target: TargetOptions, workloads: list[Workload], requests: int, 
                 # Count only the measured requests, not start-up and probes.
                 valgrind.callgrind_control("-z", server.pid)
                 with console.status(f"{requests:,} requests under callgrind..."):
-                    result = asyncio.run(run_requests(server.port, clients, workloads, requests, pipeline))
+                    try:
+                        result = asyncio.run(run_requests(HOST, server.port, clients, workloads, requests, pipeline))
+                    except LoadError as failure:
+                        if server.exited_within(1.0):
+                            raise server.crashed(f"died after {failure.result.requests:,} requests") from failure
+                        raise ZprofError(str(failure), exit_code=EXIT_TARGET) from failure
                 valgrind.callgrind_control("-d", server.pid)
         except ZprofError as error:
             if error.exit_code == EXIT_TARGET:  # the target failed under valgrind, not the input
@@ -177,16 +174,6 @@ def _callgrind(target: TargetOptions, workloads: list[Workload], requests: int, 
         "notes": capabilities.notes, **asdict(summary)}, indent=2) + "\n")
     render_build_warnings(built.warnings, console)
     render_flame(summary, written, console, notes=capabilities.notes, load=description)
-
-
-async def run_requests(port: int, clients: int, workloads: list[Workload], requests: int,
-                       pipeline: int) -> LoadResult:
-    session = LoadSession(HOST, port, clients)
-    await session.connect()
-    try:
-        return await session.run(workloads, requests, pipeline)
-    finally:
-        await session.close()
 
 
 def background_load(port: int, clients: int, workloads: list[Workload], pipeline: int,

@@ -220,3 +220,14 @@ class BackgroundLoad:
         if self._failure is not None:
             raise self._failure
         return self.result
+
+
+async def run_requests(host: str, port: int, clients: int, workloads: list[Workload], requests: int,
+                       pipeline: int) -> LoadResult:
+    """A fixed number of requests on fresh connections, closed afterwards."""
+    session = LoadSession(host, port, clients)
+    await session.connect()
+    try:
+        return await session.run(workloads, requests, pipeline)
+    finally:
+        await session.close()

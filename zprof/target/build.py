@@ -35,6 +35,8 @@ class BuildRequest:
     project: ZigProject
     zig: Zig
     with_shim: bool = True
+    # shim.COUNTING, or shim.MASSIF for a target run under valgrind's massif.
+    shim_variant: str = shim.COUNTING
     optimize: str = "ReleaseFast"
     exe: str | None = None
     extra_args: tuple[str, ...] = ()
@@ -59,7 +61,7 @@ def build_key(request: BuildRequest) -> str:
     digest.update(str(request.project.root).encode() + b"\0")
     hash_sources(request.project.root, digest)
     digest.update(f"{request.zig.version}|{request.optimize}|{request.extra_args}".encode())
-    digest.update((shim.shim_fingerprint() if request.with_shim else "no-shim").encode())
+    digest.update((shim.shim_fingerprint(request.shim_variant) if request.with_shim else "no-shim").encode())
     return digest.hexdigest()[:20]
 
 
@@ -162,7 +164,7 @@ def build(request: BuildRequest, *, progress: Callable[[str], None] | None = Non
             meta.update(binary=prefix / "bin" / exe, cached=True, seconds=time.monotonic() - started)
             return BuildResult(**meta)
 
-    lib_dir = shim.overlay_lib_dir(zig, cache_root()) if request.with_shim else None
+    lib_dir = shim.overlay_lib_dir(zig, cache_root(), request.shim_variant) if request.with_shim else None
     out_dir.mkdir(parents=True, exist_ok=True)
     command = [
         str(zig.exe), "build",

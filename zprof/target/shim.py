@@ -5,6 +5,10 @@ of the compiler's `lib/std` (everything else in `lib/` is a symlink) in which
 `std/mem/Allocator.zig` sends its four raw calls through `zig_hooks/`. Every
 allocator layer funnels through those four calls, so the target's sources stay
 untouched.
+
+The massif variant of the overlay differs in one line of the hooks, which
+makes them also tell valgrind about each block the program holds, so that
+massif sees Zig's allocations (it only sees malloc by itself).
 """
 
 from __future__ import annotations
@@ -21,6 +25,10 @@ from zprof.target.toolchain import Zig
 HOOKS_DIR = Path(__file__).resolve().parents[2] / "zig_hooks"
 HOOKS_FILE = "zprof_hooks.zig"
 ENV_VAR = "ZPROF_SHM"
+COUNTING = "counting"
+MASSIF = "massif"
+# (the hooks' switch as written, what the massif overlay says instead)
+_MASSIF_SWITCH = (b"pub const massif_client_requests = false;", b"pub const massif_client_requests = true;")
 
 # (what Zig 0.15's Allocator.zig says, what the overlay says instead)
 _PATCHES = [
@@ -45,15 +53,24 @@ _IMPORT_ANCHOR = "const Allocator = @This();\n"
 _IMPORT = 'const zprof_hooks = @import("../zprof_hooks.zig");\n'
 
 
-def hooks_source() -> bytes:
+def hooks_source(variant: str = COUNTING) -> bytes:
     path = HOOKS_DIR / HOOKS_FILE
     if not path.is_file():
         raise ZprofError(f"zprof's Zig hooks are missing: {path} (is zprof installed from its checkout?)")
-    return path.read_bytes()
+    source = path.read_bytes()
+    if variant == MASSIF:
+        switch_off, switch_on = _MASSIF_SWITCH
+        if source.count(switch_off) != 1:
+            raise ZprofError(f"zprof's Zig hooks have no massif switch (`{switch_off.decode()}`): {path}")
+        source = source.replace(switch_off, switch_on)
+    elif variant != COUNTING:
+        raise ValueError(f"unknown shim variant {variant!r}")
+    return source
 
 
-def shim_fingerprint() -> str:
-    digest = hashlib.sha256(hooks_source())
+def shim_fingerprint(variant: str = COUNTING) -> str:
+    """Names an overlay; the variants differ in their hooks' text, so in this too."""
+    digest = hashlib.sha256(hooks_source(variant))
     for original, replacement in _PATCHES:
         digest.update(original.encode() + replacement.encode())
     return digest.hexdigest()[:16]
@@ -74,9 +91,9 @@ def patch_allocator_source(source: str, zig_version: str) -> str:
     return source.replace(_IMPORT_ANCHOR, _IMPORT_ANCHOR + _IMPORT)
 
 
-def overlay_lib_dir(zig: Zig, cache_root: Path) -> Path:
-    """The overlay for this compiler and shim, made once and reused."""
-    overlay = cache_root / "overlays" / f"zig-{zig.version}-{shim_fingerprint()}" / "lib"
+def overlay_lib_dir(zig: Zig, cache_root: Path, variant: str = COUNTING) -> Path:
+    """The overlay for this compiler and shim variant, made once and reused."""
+    overlay = cache_root / "overlays" / f"zig-{zig.version}-{shim_fingerprint(variant)}" / "lib"
     if (overlay / "std" / HOOKS_FILE).is_file():
         return overlay
     allocator_file = zig.lib_dir / "std" / "mem" / "Allocator.zig"
@@ -94,7 +111,7 @@ def overlay_lib_dir(zig: Zig, cache_root: Path) -> Path:
         # root directory, and the hooks file must sit inside it.
         shutil.copytree(zig.lib_dir / "std", staging / "std", symlinks=True)
         (staging / "std" / "mem" / "Allocator.zig").write_text(patched)
-        (staging / "std" / HOOKS_FILE).write_bytes(hooks_source())
+        (staging / "std" / HOOKS_FILE).write_bytes(hooks_source(variant))
         try:
             staging.rename(overlay)
         except OSError:  # another zprof made it first

@@ -1,0 +1,586 @@
+"""Memory over time: what the program holds, phase by phase; growth, leaks and RSS.
+
+The sampler records, for every call site of the shim's table, the bytes it
+holds (allocated minus freed). Which sites count is decided afterwards, once
+their stacks are symbolised, with the retained-bytes rules of `allocations`:
+a program's own blocks from any allocator but an arena, and the blocks an
+arena took from its backing allocator. Arena blocks are released en bloc,
+never one by one, and the blocks an allocator takes from the one behind it
+(GPA slabs from the page allocator) would count the same bytes twice.
+
+A leak is growth that FLUSHALL does not give back and that keeps coming with
+the requests: a cache filled once, or a buffer that grew to its working size,
+stays after FLUSHALL too, but not in proportion to the requests.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from zprof.analysis.allocations import (
+    ARENA,
+    GROWTH_FLAG_BYTES,
+    attribute,
+    counts_as_retained,
+    format_bytes,
+    is_shim_or_api,
+    layer_name,
+)
+from zprof.analysis.symbols import SourceFrame, Symbolizer, display_path, is_std_file
+from zprof.artifacts import TargetInfo
+from zprof.collect.massif import MassifNode, MassifOutput
+from zprof.collect.shim_counters import ShimSnapshot, SiteCounters
+
+SCHEMA = "zprof.memory/1"
+MASSIF_SCHEMA = "zprof.memory.massif/1"
+IDLE, WARMUP, LOAD, AFTER_FLUSH = "idle", "warm-up", "load", "after FLUSHALL"
+# A call site leaks when the bytes it kept after FLUSHALL, and its growth in
+# both halves of some load phase, reach this per request.
+LEAK_SITE_BYTES_PER_REQUEST = 0.25
+# A leak is reported from this many bytes per request over all such sites.
+LEAK_BYTES_PER_REQUEST = GROWTH_FLAG_BYTES
+# RSS is "far above" live bytes when, after FLUSHALL, the process keeps at
+# least this much more beyond what the program holds than it did when idle...
+RSS_KEPT_MIN_BYTES = 1 << 20
+# ...and that is at least this share of what the RSS grew under load.
+RSS_KEPT_MIN_SHARE = 0.5
+# Live growth during load below this many bytes per request is "flat".
+FLAT_BYTES_PER_REQUEST = 0.5
+# The idle level is "reached again" within this share of the load's growth;
+# FLUSHALL "gives back" the load's growth from this share of it.
+GIVEN_BACK_TOLERANCE = 0.1
+RETAINED_SITES = 5
+_ARENA_FILE = "std/heap/arena_allocator.zig"
+
+
+# What the command records ---------------------------------------------------
+@dataclass(frozen=True)
+class RawSample:
+    """One reading of the counters and the process, before the analysis knows which sites count."""
+
+    time: float
+    phase: str
+    requests: int  # workload requests answered since the recording started
+    # Site index -> bytes it allocated minus bytes freed of them, for the sites
+    # whose figure changed since the previous sample (a long run stays small).
+    held_changes: dict[int, int]
+    allocations: int  # allocator calls made by program code so far
+    layer_peaks: tuple[int, ...]
+    rss_bytes: int | None
+    anon_rss_bytes: int | None  # RSS without file-backed pages (the binary, zprof's counter file)
+
+
+@dataclass(frozen=True)
+class Phase:
+    label: str  # "idle", "warm-up", "load SET", "after FLUSHALL"
+    kind: str  # IDLE, WARMUP, LOAD or AFTER_FLUSH
+    command: str | None
+    start: float
+    end: float
+    requests: int
+
+
+@dataclass
+class Recording:
+    samples: list[RawSample]
+    phases: list[Phase]
+    final: ShimSnapshot  # the last snapshot: every site, with its stack
+    # FLUSHALL's error reply, or None when it succeeded or was never sent.
+    flushall_error: str | None = None
+
+
+def held_by_site(snapshot: ShimSnapshot) -> dict[int, int]:
+    return {index: site.alloc_bytes - site.free_bytes for index, site in snapshot.sites.items()}
+
+
+def program_allocations(snapshot: ShimSnapshot) -> int:
+    return sum(layer.allocs for layer in snapshot.layers)
+
+
+# Results ---------------------------------------------------------------------
+@dataclass
+class Sample:
+    time: float
+    live_bytes: int
+    rss_bytes: int | None
+    anon_rss_bytes: int | None
+    allocations: int
+    requests: int
+    phase: str
+
+
+@dataclass
+class PhaseGrowth:
+    phase: str
+    command: str | None
+    seconds: float
+    requests: int
+    start_bytes: int
+    end_bytes: int
+    bytes_per_second: float
+    bytes_per_request: float
+
+
+@dataclass
+class Growth:
+    """Live bytes: the idle level, under load, and after FLUSHALL."""
+
+    idle_bytes: int
+    load_end_bytes: int
+    after_flush_bytes: int | None
+    # Slopes over the load phases (least squares), warm-up excluded.
+    bytes_per_second: float
+    bytes_per_request: float
+    given_back_bytes: int | None
+    peak_bytes: int
+    peak_time: float
+    # The shim's own high-water mark, the largest of the layers' peaks: it also
+    # sees peaks that fall between two samples, but a layer's peak counts the
+    # blocks it served to other allocators too (GPA slabs from the page allocator).
+    shim_peak_bytes: int
+    phases: list[PhaseGrowth]
+
+
+@dataclass
+class LeakSite:
+    function: str
+    file: str | None
+    line: int | None
+    inlined: list[str]
+    layer: str
+    bytes_per_request: float
+    retained_bytes: int
+
+
+@dataclass
+class Leak:
+    checked: bool  # FLUSHALL was answered, so what it left behind is known
+    detected: bool
+    bytes_per_request: float  # of the leaking sites; 0 when none
+    retained_bytes: int  # live bytes after FLUSHALL above the idle level, leak or not
+    one_time_bytes: int  # of those, what did not grow with the requests
+    requests: int
+    sites: list[LeakSite]  # the leak's call sites
+    # The call sites holding most of what FLUSHALL left, leak or not.
+    retained_sites: list[LeakSite] = field(default_factory=list)
+
+
+@dataclass
+class RssReport:
+    """Anonymous RSS (the process's private memory) against live bytes."""
+
+    idle_bytes: int | None
+    load_end_bytes: int | None
+    after_flush_bytes: int | None
+    ratio_load: float | None  # anonymous RSS / live bytes at the end of the load
+    ratio_after_flush: float | None
+    kept_bytes: int | None  # after FLUSHALL, held beyond live bytes more than when idle
+    far_above_live: bool
+
+
+@dataclass
+class Verdict:
+    kind: str  # flat | given-back | leak | once | no-leak | rss | unchecked
+    message: str
+
+
+@dataclass
+class MemoryAnalysis:
+    samples: list[Sample]
+    phases: list[Phase]
+    growth: Growth
+    leak: Leak
+    rss: RssReport
+    verdicts: list[Verdict]
+    losses: dict[str, int] = field(default_factory=dict)
+
+
+# Which sites count -------------------------------------------------------------
+@dataclass
+class _Sites:
+    counted: set[int]
+    layers: list[str]
+    locations: dict[int, tuple[SourceFrame, ...]]
+    bias: int
+
+    def attribute(self, site: SiteCounters) -> tuple[SourceFrame, list[str]]:
+        return attribute(replace(site, frames=tuple(f - self.bias for f in site.frames)), self.locations)
+
+    def layer(self, site: SiteCounters) -> str:
+        return _layer_of(self.layers, site.layer) or "unknown"
+
+
+def _layer_of(layers: list[str], index: int | None) -> str | None:
+    return layers[index] if index is not None and index < len(layers) else None
+
+
+def _made_by_arena(site: SiteCounters, locations: dict[int, tuple[SourceFrame, ...]], bias: int) -> bool:
+    """A call the arena's own code made, rather than one its backing allocator made in turn."""
+    for address in site.frames[1:]:
+        for frame in locations.get(address - 1 - bias, ()):
+            if not is_shim_or_api(frame):
+                return bool(frame.file) and frame.file.endswith(_ARENA_FILE)  # type: ignore[union-attr]
+    return False
+
+
+def classify_sites(snapshot: ShimSnapshot, symbolizer: Symbolizer, bias: int = 0) -> _Sites:
+    layers = [layer_name(symbolizer.symbol(layer.alloc_fn - bias)) for layer in snapshot.layers]
+    locations = symbolizer.locate({frame - 1 - bias for site in snapshot.sites.values() for frame in site.frames})
+    counted = set()
+    for index, site in snapshot.sites.items():
+        parent = _layer_of(layers, site.parent_layer)
+        if not counts_as_retained(_layer_of(layers, site.layer) or "unknown", parent):
+            continue
+        # The shim names the outermost layer as the parent: under an arena
+        # backed by a GPA, the GPA's own page blocks would also say "arena".
+        if parent == ARENA and not _made_by_arena(site, locations, bias):
+            continue
+        counted.add(index)
+    return _Sites(counted, layers, locations, bias)
+
+
+# The analysis -----------------------------------------------------------------
+def _slope(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Least-squares slope; 0 when x does not move."""
+    if len(xs) < 2:
+        return 0.0
+    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+    sxx = sum((x - mean_x) ** 2 for x in xs)
+    if sxx == 0:
+        return 0.0
+    return sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / sxx
+
+
+def _phase_points(raw: list[RawSample], phase: Phase) -> list[int]:
+    """Indices of a phase's samples, led by the last sample before it (its starting point)."""
+    inside = [i for i, s in enumerate(raw) if s.phase == phase.label]
+    if inside and inside[0] > 0:
+        inside.insert(0, inside[0] - 1)
+    return inside
+
+
+def _phase_growth(phase: Phase, points: list[int], samples: list[Sample]) -> PhaseGrowth:
+    chosen = [samples[i] for i in points]
+    if not chosen:
+        return PhaseGrowth(phase.label, phase.command, phase.end - phase.start, phase.requests, 0, 0, 0.0, 0.0)
+    live = [s.live_bytes for s in chosen]
+    return PhaseGrowth(
+        phase=phase.label, command=phase.command, seconds=round(phase.end - phase.start, 3), requests=phase.requests,
+        start_bytes=live[0], end_bytes=live[-1],
+        bytes_per_second=_slope([s.time for s in chosen], live),
+        bytes_per_request=_slope([s.requests for s in chosen], live),
+    )
+
+
+def _last_of(raw: list[RawSample], kind: str, phases: list[Phase]) -> int | None:
+    labels = {p.label for p in phases if p.kind == kind}
+    found = [i for i, s in enumerate(raw) if s.phase in labels]
+    return found[-1] if found else None
+
+
+def _halves(raw: list[RawSample], phase: Phase) -> list[tuple[int, int]]:
+    """A load phase's two halves, as (first, last) sample indices; one span when it has few samples."""
+    points = _phase_points(raw, phase)
+    if len(points) < 2:
+        return []
+    if len(points) < 3:
+        return [(points[0], points[-1])]
+    middle = points[len(points) // 2]
+    return [(points[0], middle), (middle, points[-1])]
+
+
+def _replay(raw: list[RawSample], counted: set[int], wanted: set[int]) -> tuple[list[int], dict[int, dict[int, int]]]:
+    """Live bytes at every sample, and every site's held bytes at the wanted samples."""
+    held: dict[int, int] = {}
+    live, lives, held_at = 0, [], {}
+    for position, sample in enumerate(raw):
+        for index, value in sample.held_changes.items():
+            if index in counted:
+                live += value - held.get(index, 0)
+            held[index] = value
+        lives.append(live)
+        if position in wanted:
+            held_at[position] = dict(held)
+    return lives, held_at
+
+
+def _growing_sites(raw: list[RawSample], phases: list[Phase], candidates: set[int],
+                   held_at: dict[int, dict[int, int]]) -> set[int]:
+    """Sites whose held bytes grew with the requests in both halves of some load phase."""
+    growing: set[int] = set()
+    for phase in phases:
+        halves = _halves(raw, phase) if phase.kind == LOAD else []
+        for index in candidates if halves else ():
+            rates = []
+            for start, end in halves:
+                requests = raw[end].requests - raw[start].requests
+                grew = held_at[end].get(index, 0) - held_at[start].get(index, 0)
+                rates.append(grew / requests if requests else 0.0)
+            if min(rates) >= LEAK_SITE_BYTES_PER_REQUEST:
+                growing.add(index)
+    return growing
+
+
+def analyse(recording: Recording, symbolizer: Symbolizer, bias: int = 0) -> MemoryAnalysis:
+    sites = classify_sites(recording.final, symbolizer, bias)
+    raw, phases = recording.samples, recording.phases
+    wanted = {i for kind in (IDLE, AFTER_FLUSH) if (i := _last_of(raw, kind, phases)) is not None}
+    wanted |= {i for phase in phases if phase.kind == LOAD for span in _halves(raw, phase) for i in span}
+    lives, held_at = _replay(raw, sites.counted, wanted)
+    samples = [
+        Sample(time=round(s.time, 4), live_bytes=live, rss_bytes=s.rss_bytes, anon_rss_bytes=s.anon_rss_bytes,
+               allocations=s.allocations, requests=s.requests, phase=s.phase)
+        for s, live in zip(raw, lives, strict=True)
+    ]
+    growth = _growth(raw, samples, phases)
+    leak = _leak(recording, samples, sites, held_at)
+    rss = _rss(raw, samples, phases)
+    losses = {name: value for name, value in recording.final.losses.__dict__.items() if value}
+    return MemoryAnalysis(samples, phases, growth, leak, rss, _verdicts(growth, leak, rss, recording), losses)
+
+
+def _growth(raw: list[RawSample], samples: list[Sample], phases: list[Phase]) -> Growth:
+    idle = _last_of(raw, IDLE, phases)
+    load_end = _last_of(raw, LOAD, phases)
+    after = _last_of(raw, AFTER_FLUSH, phases)
+    load_points = sorted({i for p in phases if p.kind == LOAD for i in _phase_points(raw, p)})
+    load = [samples[i] for i in load_points]
+    peak = max(samples, key=lambda s: s.live_bytes)
+    idle_bytes = samples[idle].live_bytes if idle is not None else samples[0].live_bytes
+    load_end_bytes = samples[load_end].live_bytes if load_end is not None else samples[-1].live_bytes
+    after_bytes = samples[after].live_bytes if after is not None else None
+    return Growth(
+        idle_bytes=idle_bytes, load_end_bytes=load_end_bytes, after_flush_bytes=after_bytes,
+        bytes_per_second=_slope([s.time for s in load], [s.live_bytes for s in load]),
+        bytes_per_request=_slope([s.requests for s in load], [s.live_bytes for s in load]),
+        given_back_bytes=load_end_bytes - after_bytes if after_bytes is not None else None,
+        peak_bytes=peak.live_bytes, peak_time=peak.time,
+        shim_peak_bytes=max((max(s.layer_peaks, default=0) for s in raw), default=0),
+        phases=[_phase_growth(p, _phase_points(raw, p), samples) for p in phases if p.kind in (WARMUP, LOAD)],
+    )
+
+
+def _leak(recording: Recording, samples: list[Sample], sites: _Sites, held_at: dict[int, dict[int, int]]) -> Leak:
+    raw, phases = recording.samples, recording.phases
+    idle, after = _last_of(raw, IDLE, phases), _last_of(raw, AFTER_FLUSH, phases)
+    if idle is None or after is None or recording.flushall_error is not None:
+        return Leak(False, False, 0.0, 0, 0, 0, [])
+    requests = raw[after].requests - raw[idle].requests
+    retained = samples[after].live_bytes - samples[idle].live_bytes
+    kept = {i: held_at[after].get(i, 0) - held_at[idle].get(i, 0) for i in sites.counted}
+    per = 1.0 / max(requests, 1)
+    candidates = {i for i, kept_bytes in kept.items() if kept_bytes * per >= LEAK_SITE_BYTES_PER_REQUEST}
+    leak_sites = _group_sites(_growing_sites(raw, phases, candidates, held_at), kept, sites, recording.final, per)
+    leaked = sum(s.retained_bytes for s in leak_sites)
+    detected = leaked * per >= LEAK_BYTES_PER_REQUEST
+    holding = _group_sites({i for i, kept_bytes in kept.items() if kept_bytes > 0}, kept, sites, recording.final, per)
+    return Leak(
+        checked=True, detected=detected, bytes_per_request=leaked * per if detected else 0.0,
+        retained_bytes=retained, one_time_bytes=retained - leaked if detected else retained, requests=requests,
+        sites=leak_sites if detected else [], retained_sites=holding[:RETAINED_SITES],
+    )
+
+
+def _group_sites(indices: set[int], kept: dict[int, int], sites: _Sites, final: ShimSnapshot,
+                 per: float) -> list[LeakSite]:
+    """Sites grouped by the line they are charged to, as `zprof allocs` groups them; most bytes first."""
+    grouped: dict[tuple, LeakSite] = {}
+    for index in indices:
+        site = final.sites[index]
+        frame, chain = sites.attribute(site)
+        key = (frame.function, frame.file, frame.line, sites.layer(site))
+        entry = grouped.setdefault(key, LeakSite(*key[:3], chain, key[3], 0.0, 0))
+        entry.retained_bytes += kept[index]
+        entry.bytes_per_request = entry.retained_bytes * per
+    return sorted(grouped.values(), key=lambda s: -s.retained_bytes)
+
+
+def _rss(raw: list[RawSample], samples: list[Sample], phases: list[Phase]) -> RssReport:
+    def at(kind: str) -> tuple[int | None, int]:
+        index = _last_of(raw, kind, phases)
+        return (raw[index].anon_rss_bytes, samples[index].live_bytes) if index is not None else (None, 0)
+
+    (idle_rss, idle_live), (load_rss, load_live), (after_rss, after_live) = at(IDLE), at(LOAD), at(AFTER_FLUSH)
+    kept = None
+    far_above = False
+    if idle_rss is not None and after_rss is not None:
+        kept = (after_rss - after_live) - (idle_rss - idle_live)
+        grew = (load_rss - idle_rss) if load_rss is not None else 0
+        far_above = kept >= RSS_KEPT_MIN_BYTES and kept >= RSS_KEPT_MIN_SHARE * grew
+    return RssReport(
+        idle_bytes=idle_rss, load_end_bytes=load_rss, after_flush_bytes=after_rss,
+        ratio_load=load_rss / load_live if load_rss is not None and load_live > 0 else None,
+        ratio_after_flush=after_rss / after_live if after_rss is not None and after_live > 0 else None,
+        kept_bytes=kept, far_above_live=far_above,
+    )
+
+
+def _verdicts(growth: Growth, leak: Leak, rss: RssReport, recording: Recording) -> list[Verdict]:
+    verdicts = []
+    grew = growth.load_end_bytes - growth.idle_bytes
+    if abs(growth.bytes_per_request) < FLAT_BYTES_PER_REQUEST:
+        verdicts.append(Verdict("flat", f"Live bytes stay flat during the load ({growth.bytes_per_request:+.2f} B per "
+                                        f"request); they end {format_bytes(grew)} above the idle level."))
+    if not leak.checked:
+        why = (f"the server answered FLUSHALL with an error ({recording.flushall_error})"
+               if recording.flushall_error else "the run did not reach FLUSHALL")
+        verdicts.append(Verdict("unchecked", f"No leak verdict: {why}."))
+        return verdicts
+    assert growth.after_flush_bytes is not None and growth.given_back_bytes is not None
+    if grew > 0 and growth.given_back_bytes >= GIVEN_BACK_TOLERANCE * grew:
+        share = min(growth.given_back_bytes / grew, 1.0)
+        back_to_idle = growth.after_flush_bytes - growth.idle_bytes <= GIVEN_BACK_TOLERANCE * grew
+        verdicts.append(Verdict("given-back", (
+            f"FLUSHALL gives back {format_bytes(growth.given_back_bytes)} ({share:.0%}) of the "
+            f"{format_bytes(grew)} the load added: data the workload stores (expected)"
+            + ("; live bytes are back at the idle level." if back_to_idle else ".")
+        )))
+    if leak.detected:
+        top = leak.sites[0]
+        verdicts.append(Verdict("leak", (
+            f"Leak: {leak.bytes_per_request:.1f} B per request stay after FLUSHALL "
+            f"({format_bytes(leak.retained_bytes)} over {leak.requests:,} requests); the top call site is "
+            f"{top.function} ({top.bytes_per_request:.1f} B per request)."
+        )))
+    elif leak.retained_bytes >= min(RSS_KEPT_MIN_BYTES, LEAK_BYTES_PER_REQUEST * leak.requests):
+        most = leak.retained_sites[0] if leak.retained_sites else None
+        verdicts.append(Verdict("once", (
+            f"No leak, but {format_bytes(leak.retained_bytes)} stay after FLUSHALL without growing with the "
+            "requests (a cache or a buffer at its working size)"
+            + (f"; the most at {most.function} ({format_bytes(most.retained_bytes)})." if most else ".")
+        )))
+    else:
+        verdicts.append(Verdict("no-leak", "No leak: what FLUSHALL does not give back does not grow with the "
+                                           f"requests ({format_bytes(leak.retained_bytes)} over idle)."))
+    if rss.far_above_live and rss.kept_bytes is not None:
+        ratio = f", {rss.ratio_after_flush:.1f}x live bytes" if rss.ratio_after_flush else ""
+        verdicts.append(Verdict("rss", (
+            f"RSS stays far above live bytes after FLUSHALL: the process keeps {format_bytes(rss.kept_bytes)} more "
+            f"than when idle beyond what the program holds{ratio} (allocator caching or fragmentation)."
+        )))
+    return verdicts
+
+
+# massif's peak, by call site ----------------------------------------------------
+@dataclass
+class PeakSite:
+    function: str
+    file: str | None
+    line: int | None
+    inlined: list[str]
+    bytes: int
+
+
+@dataclass
+class MassifPeak:
+    heap_bytes: int
+    time: float
+    time_unit: str
+    snapshot: int
+    sites: list[PeakSite]
+    timeline: list[tuple[float, int]]  # (time, heap bytes) of every snapshot
+
+
+def _is_library_frame(node: MassifNode) -> bool:
+    return node.file is not None and (is_std_file(node.file) or node.file.endswith("/zprof_hooks.zig"))
+
+
+class _Names:
+    """Zig's qualified names for massif's frames: valgrind names an inlined frame
+    by its short DWARF name (`init`), zprof's symbolizer by its whole one."""
+
+    def __init__(self, tree: MassifNode, symbolizer: Symbolizer | None, bias: int) -> None:
+        addresses: set[int] = set()
+        stack = [tree]
+        while stack:
+            node = stack.pop()
+            stack.extend(node.children)
+            if node.address is not None:
+                addresses.add(node.address - bias)  # massif prints return addresses less one, as zprof looks them up
+        self._locations = symbolizer.locate(addresses) if symbolizer else {}
+        self._bias = bias
+
+    def function(self, node: MassifNode) -> str:
+        if node.address is not None and node.file is not None:
+            for frame in self._locations.get(node.address - self._bias, ()):
+                if frame.line == node.line and frame.file == display_path(node.file):
+                    return frame.function
+        return node.function
+
+    def text(self, node: MassifNode) -> str:
+        return f"{self.function(node)} ({display_path(node.file or '?')}:{node.line})"
+
+
+def _charged(node: MassifNode, chain: list[MassifNode]) -> Iterator[tuple[MassifNode, list[MassifNode]]]:
+    """Each allocation path charged to its first frame outside Zig's std, as `attribute` does."""
+    for child in node.children:
+        if child.below_threshold is None and _is_library_frame(child) and child.children:
+            yield from _charged(child, [*chain, child])
+        else:
+            yield child, chain
+
+
+def massif_peak(output: MassifOutput, symbolizer: Symbolizer | None = None, bias: int = 0) -> MassifPeak | None:
+    peak = output.peak
+    if peak is None or peak.tree is None:
+        return None
+    names = _Names(peak.tree, symbolizer, bias)
+    grouped: dict[tuple, PeakSite] = {}
+    for node, chain in _charged(peak.tree, []):
+        key = (names.function(node), display_path(node.file) if node.file else None, node.line)
+        entry = grouped.setdefault(key, PeakSite(*key, [names.text(c) for c in chain], 0))
+        entry.bytes += node.bytes
+    return MassifPeak(
+        heap_bytes=peak.heap_bytes, time=peak.time, time_unit=output.time_unit, snapshot=peak.index,
+        sites=sorted(grouped.values(), key=lambda s: -s.bytes),
+        timeline=[(s.time, s.heap_bytes) for s in output.snapshots],
+    )
+
+
+# Saved runs --------------------------------------------------------------------
+@dataclass
+class MemoryLoad:
+    description: str  # what drove the load
+    clients: int
+    pipeline: int
+    requests: int
+    errors: int
+    first_error: str | None
+    seconds: float  # of load, warm-up included
+    interval: float  # between samples (the shim engine), or 0
+
+
+@dataclass
+class MemoryRun:
+    command: str  # the command, or "mixed"
+    target: TargetInfo
+    load: MemoryLoad
+    analysis: MemoryAnalysis
+    notes: list[str] = field(default_factory=list)
+    complete: bool = True
+
+    def to_json(self) -> dict:
+        body = asdict(self)
+        analysis = body.pop("analysis")
+        return {"schema": SCHEMA, "engine": "shim", **body, **analysis}
+
+    def write_json(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+
+
+@dataclass
+class MassifRun:
+    command: str
+    target: TargetInfo
+    load: MemoryLoad
+    peak: MassifPeak
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"schema": MASSIF_SCHEMA, "engine": "massif", **asdict(self)}
+
+    def write_json(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
