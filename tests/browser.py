@@ -49,6 +49,9 @@ def headless_chromium(profile_dir: Path, width: int = 1300, height: int = 1000) 
     for flag in (*FLAGS, f"--user-data-dir={profile_dir}", f"--window-size={width},{height}"):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    # Leave a page's alert() open for the test to read, rather than dismissing it
+    # when another command happens to run first.
+    options.set_capability("unhandledPromptBehavior", "ignore")
     service = Service(executable_path=str(CHROMEDRIVER))
     driver = webdriver.Chrome(service=service, options=options)
     try:

@@ -221,7 +221,7 @@ def open_in_viewer(viewer: Viewer, document: dict, file_name: str, view: str = "
 
     The flame charts are drawn on a canvas; the sandwich view's table is the part with frame names in the DOM.
     """
-    from selenium.common.exceptions import NoAlertPresentException
+    from selenium.common.exceptions import NoAlertPresentException, UnexpectedAlertPresentException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -239,8 +239,12 @@ def open_in_viewer(viewer: Viewer, document: dict, file_name: str, view: str = "
             return driver.switch_to.alert.text, ""
         except NoAlertPresentException:
             pass
-        text = driver.find_element(By.TAG_NAME, "body").text
-        if (driver.title.endswith(" - speedscope") and expect_text in text) or "Something went wrong" in text:
+        try:
+            text = driver.find_element(By.TAG_NAME, "body").text
+            title = driver.title
+        except UnexpectedAlertPresentException:
+            return None  # the alert came up just now: the next poll reads it
+        if (title.endswith(" - speedscope") and expect_text in text) or "Something went wrong" in text:
             return None, text
         return None
 
