@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import re
 import shlex
-import shutil
 import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from zprof.collect.valgrind import valgrind_path, valgrind_report
+from zprof.collect.valgrind import valgrind_path, valgrind_report, valgrind_tool
 from zprof.errors import EXIT_TARGET, ZprofError
 from zprof.procs import run_bounded
 
@@ -97,10 +96,7 @@ def massif_start_command(start_command: str, out_file: Path, functions: list[str
 
 
 def vgdb_path() -> str:
-    found = shutil.which("vgdb")
-    if found is None:
-        raise ZprofError("vgdb is missing (it comes with valgrind)", detail="Install it with: apt-get install valgrind")
-    return found
+    return valgrind_tool("vgdb")
 
 
 def request_snapshots(pid: int, out_file: Path) -> None:

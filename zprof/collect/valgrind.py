@@ -19,11 +19,17 @@ PROBE_TIMEOUT_S = 20.0
 REPORT_LINES = 12
 
 
-def valgrind_path() -> str:
-    found = shutil.which("valgrind")
+def valgrind_tool(name: str = "valgrind") -> str:
+    """valgrind or one of the helpers its package installs (callgrind_control, vgdb)."""
+    found = shutil.which(name)
     if found is None:
-        raise ZprofError("valgrind is not installed", detail="Install it with: apt-get install valgrind")
+        what = "valgrind is not installed" if name == "valgrind" else f"{name} is missing (it comes with valgrind)"
+        raise ZprofError(what, detail="Install it with: apt-get install valgrind")
     return found
+
+
+def valgrind_path() -> str:
+    return valgrind_tool()
 
 
 def callgrind_start_command(start_command: str, out_file: Path) -> str:
@@ -35,9 +41,7 @@ def callgrind_start_command(start_command: str, out_file: Path) -> str:
 
 def callgrind_control(option: str, pid: int) -> None:
     """`callgrind_control -z` (zero the counts) or `-d` (dump them) for a running target."""
-    control = shutil.which("callgrind_control")
-    if control is None:
-        raise ZprofError("callgrind_control is missing (it comes with valgrind)", detail="apt-get install valgrind")
+    control = valgrind_tool("callgrind_control")
     try:
         done = run_bounded([control, option, str(pid)], CONTROL_TIMEOUT_S)
     except subprocess.TimeoutExpired as expired:

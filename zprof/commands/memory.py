@@ -171,12 +171,7 @@ def memory_command(target: TargetOptions, command: str | None, workload: str | N
                         seconds=round(load.seconds, 3), interval=interval),
         analysis=analysis, notes=notes, complete=recorder.error is None,
     )
-    written = write_memory_pictures(run, out_dir)
-    run.write_json(out_dir / JSON_FILE)
-    written.append(out_dir / JSON_FILE)
-    if json_path is not None:
-        run.write_json(json_path)
-        written.append(json_path)
+    written = [*write_memory_pictures(run, out_dir), *_write_json(run, out_dir, json_path)]
     render_memory(run, written, console)
     if recorder.error is not None:
         raise recorder.error
@@ -357,10 +352,13 @@ def _massif(target: TargetOptions, workloads: list[Workload], label: str, reques
                         first_error=result.first_error, seconds=round(result.seconds, 3), interval=0.0),
         peak=peak, notes=notes,
     )
-    written = [*write_massif_pictures(run, out_dir), snapshots]
-    run.write_json(out_dir / JSON_FILE)
-    written.append(out_dir / JSON_FILE)
-    if json_path is not None:
-        run.write_json(json_path)
-        written.append(json_path)
+    written = [*write_massif_pictures(run, out_dir), snapshots, *_write_json(run, out_dir, json_path)]
     render_massif(run, written, console)
+
+
+def _write_json(run: MemoryRun | MassifRun, out_dir: Path, json_path: Path | None) -> list[Path]:
+    """The report's JSON in the output directory, and at --json too when given."""
+    paths = [out_dir / JSON_FILE, *([json_path] if json_path is not None else [])]
+    for path in paths:
+        run.write_json(path)
+    return paths
