@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -36,6 +37,15 @@ def processes_mentioning(text: str) -> list[str]:
         if text in command and "pytest" not in command:
             found.append(command)
     return found
+
+
+@pytest.fixture
+def taken_port():
+    """A loopback port another socket is listening on."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        yield taken.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@ failed after it started), never a traceback or a hang, no process left behind.""
 
 from __future__ import annotations
 
-import socket
 import struct
 from pathlib import Path
 
@@ -97,13 +96,9 @@ def test_a_server_that_crashes_mid_run_is_reported_with_its_log(run_zprof):
 
 
 @pytest.mark.slow
-def test_a_port_in_use(run_zprof):
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        result = run_zprof("allocs", "GET", "--project", str(MINIKV), "--port", str(port))
-    assert_clean_failure(result, 2, f"port {port}", "in use")
+def test_a_port_in_use(run_zprof, taken_port):
+    result = run_zprof("allocs", "GET", "--project", str(MINIKV), "--port", str(taken_port))
+    assert_clean_failure(result, 2, f"port {taken_port}", "in use")
 
 
 def test_a_counter_file_with_a_foreign_magic_number(tmp_path):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import random
 import shutil
-import socket
 import sys
 from pathlib import Path
 
@@ -232,13 +231,9 @@ def test_tier_and_commands_together_and_unknown_commands_are_bad_input(bench):
 
 
 @pytest.mark.slow
-def test_a_port_in_use(bench):
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        done, report = bench("--target-binary", REDIS_SERVER, "--port", str(port), *SMALL)
-    assert_clean_failure(done, 2, f"port {port}", "in use")
+def test_a_port_in_use(bench, taken_port):
+    done, report = bench("--target-binary", REDIS_SERVER, "--port", str(taken_port), *SMALL)
+    assert_clean_failure(done, 2, f"port {taken_port}", "in use")
     assert report is None
 
 

@@ -5,10 +5,28 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from zprof.analysis.allocations import AllocationAnalysis
 
 SCHEMA = "zprof.allocs/1"
+
+
+class JsonArtifact:
+    """A finished run saved as JSON: `schema` and `header` first, then the
+    dataclass's fields, with those of its `analysis` (if any) at the top level,
+    as the README's contracts describe."""
+
+    schema: ClassVar[str]
+    header: ClassVar[dict[str, str]] = {}
+
+    def to_json(self) -> dict:
+        body = asdict(self)  # type: ignore[call-overload]
+        analysis = body.pop("analysis", {})
+        return {"schema": self.schema, **self.header, **body, **analysis}
+
+    def write_json(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
 
 
 @dataclass
@@ -42,7 +60,9 @@ class MemoryGrowth:
 
 
 @dataclass
-class AllocsRun:
+class AllocsRun(JsonArtifact):
+    schema: ClassVar[str] = SCHEMA
+
     command: str
     args: list[str]
     requests: int
@@ -52,12 +72,3 @@ class AllocsRun:
     growth: MemoryGrowth
     notes: list[str] = field(default_factory=list)
     complete: bool = True
-
-    def to_json(self) -> dict:
-        body = asdict(self)
-        analysis = body.pop("analysis")
-        # The contract in the README: analysis fields at the top level.
-        return {"schema": SCHEMA, **body, **analysis}
-
-    def write_json(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_json(), indent=2) + "\n")

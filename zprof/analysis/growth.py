@@ -15,10 +15,9 @@ stays after FLUSHALL too, but not in proportion to the requests.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, field, replace
+from typing import ClassVar
 
 from zprof.analysis.allocations import (
     ARENA,
@@ -30,7 +29,7 @@ from zprof.analysis.allocations import (
     layer_name,
 )
 from zprof.analysis.symbols import SourceFrame, Symbolizer, display_path, is_std_file
-from zprof.artifacts import TargetInfo
+from zprof.artifacts import JsonArtifact, TargetInfo
 from zprof.collect.massif import MassifNode, MassifOutput
 from zprof.collect.shim_counters import ShimSnapshot, SiteCounters
 
@@ -554,7 +553,10 @@ class MemoryLoad:
 
 
 @dataclass
-class MemoryRun:
+class MemoryRun(JsonArtifact):
+    schema: ClassVar[str] = SCHEMA
+    header: ClassVar[dict[str, str]] = {"engine": "shim"}
+
     command: str  # the command, or "mixed"
     target: TargetInfo
     load: MemoryLoad
@@ -562,25 +564,14 @@ class MemoryRun:
     notes: list[str] = field(default_factory=list)
     complete: bool = True
 
-    def to_json(self) -> dict:
-        body = asdict(self)
-        analysis = body.pop("analysis")
-        return {"schema": SCHEMA, "engine": "shim", **body, **analysis}
-
-    def write_json(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
-
 
 @dataclass
-class MassifRun:
+class MassifRun(JsonArtifact):
+    schema: ClassVar[str] = MASSIF_SCHEMA
+    header: ClassVar[dict[str, str]] = {"engine": "massif"}
+
     command: str
     target: TargetInfo
     load: MemoryLoad
     peak: MassifPeak
     notes: list[str] = field(default_factory=list)
-
-    def to_json(self) -> dict:
-        return {"schema": MASSIF_SCHEMA, "engine": "massif", **asdict(self)}
-
-    def write_json(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
