@@ -4,12 +4,21 @@ failed after it started), never a traceback or a hang, no process left behind.""
 from __future__ import annotations
 
 import struct
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import MINIKV, processes_mentioning
-from zprof.collect.shim_counters import FILE_SIZE, MAGIC, ShimCounters, create_counter_file
+from zprof.collect.shim_counters import (
+    FILE_SIZE,
+    LAYOUT_VERSION,
+    MAGIC,
+    LayerCounters,
+    ShimCounters,
+    SiteCounters,
+    create_counter_file,
+)
 from zprof.errors import ZprofError
 
 
@@ -111,8 +120,9 @@ def test_a_counter_file_with_a_foreign_magic_number(tmp_path):
 
 def test_a_truncated_counter_file(tmp_path):
     path = create_counter_file(tmp_path / "counters")
-    header = struct.pack("<18Q", MAGIC, 1, 144, FILE_SIZE * 2, 1, 16, 16384, 8, 1 << 22, 64,
-                         192, 256, 768, 2304, 4096, 15 * 8, 18 * 8, 24)
+    header = struct.pack("<18Q", MAGIC, LAYOUT_VERSION, 144, FILE_SIZE * 2, 1, 16, 16384, 8, 1 << 22, 64,
+                         192, 256, 768, 2304, 4096, len(fields(LayerCounters)) * 8,
+                         (len(fields(SiteCounters)) + 1 + 8) * 8, 24)
     with open(path, "r+b") as handle:
         handle.write(header)
     with pytest.raises(ZprofError, match="header says"):

@@ -43,7 +43,10 @@ def test_shim_hooks_pass_their_zig_unit_tests(zig_exe):
     done = subprocess.run([zig_exe, "test", "zig_hooks/zprof_hooks.zig"], cwd=REPO, capture_output=True,
                           text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr
-    assert "All 2 tests passed" in done.stderr
+    for name in ("a resize hands the block to the site that resized it",
+                 "an address handed out again without a free is a release en bloc",
+                 "full tables count what they lost, call by call and byte by byte"):
+        assert f"{name}...OK" in done.stderr, done.stderr
 
 
 @pytest.mark.slow

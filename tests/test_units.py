@@ -6,9 +6,8 @@ import random
 
 import pytest
 
-from zprof.analysis.allocations import Window, _size_label, analyse, layer_name
-from zprof.analysis.symbols import SourceFrame
-from zprof.collect.shim_counters import LayerCounters, LossCounters, ShimSnapshot, SiteCounters
+from tests.shim_fakes import ARENA_FN, FIXED, GPA, PAGE, FakeSymbolizer, layer, site, snapshot
+from zprof.analysis.allocations import RetainedRule, Window, _size_label, analyse, layer_name
 from zprof.errors import ZprofError
 from zprof.load.driver import Workload
 from zprof.load.resp import ErrorReply, encode, parse
@@ -85,49 +84,19 @@ def test_size_class_labels():
 
 # --- The allocation maths on hand-made snapshots --------------------------------
 
-GPA, ARENA_FN, PAGE = 0x1000, 0x2000, 0x3000
-SYMBOLS = {GPA: "heap.debug_allocator.DebugAllocator(.{}).alloc", ARENA_FN: "heap.arena_allocator.ArenaAllocator.alloc",
-           PAGE: "heap.PageAllocator.alloc"}
-
-
-class FakeSymbolizer:
-    """Stands in for DWARF: each frame address names one function in app.zig."""
-
-    def symbol(self, address: int) -> str | None:
-        return SYMBOLS.get(address)
-
-    def locate(self, addresses):
-        return {a: (SourceFrame(f"app.fn{a:x}", "/src/app.zig", a % 100),) for a in addresses}
-
-
-def layer(fn: int, allocs: int = 0, alloc_bytes: int = 0, frees: int = 0, live: int = 0, nested: int = 0):
-    return LayerCounters(fn, allocs, nested, alloc_bytes, 0, frees, 0, 0, live, live, 0, 0, 0, 0, 0)
-
-
-def snapshot(layers, sites, size_classes=None) -> ShimSnapshot:
-    classes = [0] * 64
-    for index, count in (size_classes or {}).items():
-        classes[index] = count
-    return ShimSnapshot(1, layers, sites, classes, LossCounters(0, 0, 0, 0))
-
-
-def site(layer_index: int, frame: int, allocs: int, size: int, frees: int = 0, parent=None):
-    return SiteCounters(layer_index, parent, (0, frame + 1), allocs, allocs * size, frees, frees * size, size, size)
-
-
 def test_per_request_figures_subtract_the_idle_rate_and_split_kept_from_temporary():
-    before = snapshot([layer(GPA), layer(ARENA_FN)], {})
+    before = snapshot([layer(GPA), layer(ARENA_FN)], {}, time=10.0)
     after = snapshot(
         [layer(GPA, allocs=300, alloc_bytes=300 * 16 + 100 * 64, frees=200, live=100 * 64),
          layer(ARENA_FN, allocs=100)],
         {1: site(0, 0x501, 200, 16, frees=200), 2: site(0, 0x502, 100, 64), 3: site(1, 0x503, 100, 48)},
-        {5: 200, 7: 100, 6: 100},
+        {5: 200, 7: 100, 6: 100}, time=12.0,
     )
     # The idle server allocated 10 small blocks over a window as long as the run.
-    idle_before = snapshot([layer(GPA), layer(ARENA_FN)], {1: site(0, 0x501, 0, 16)})
+    idle_before = snapshot([layer(GPA), layer(ARENA_FN)], {1: site(0, 0x501, 0, 16)}, time=7.0)
     idle_after = snapshot([layer(GPA, allocs=10, alloc_bytes=160, frees=10), layer(ARENA_FN)],
-                          {1: site(0, 0x501, 10, 16, frees=10)})
-    window = Window(before, after, seconds=2.0, idle_before=idle_before, idle_after=idle_after, idle_seconds=2.0)
+                          {1: site(0, 0x501, 10, 16, frees=10)}, time=9.0)
+    window = Window(before, after, idle_before=idle_before, idle_after=idle_after)
     result = analyse(window, requests=100, symbolizer=FakeSymbolizer())  # type: ignore[arg-type]
 
     assert result.per_request.allocs == pytest.approx(3.9)  # (300 - 10 + 100) / 100
@@ -145,6 +114,47 @@ def test_per_request_figures_subtract_the_idle_rate_and_split_kept_from_temporar
 
 def test_a_window_with_nothing_in_it_reports_zeros():
     empty = snapshot([layer(GPA)], {})
-    result = analyse(Window(empty, empty, seconds=1.0), requests=10, symbolizer=FakeSymbolizer())  # type: ignore[arg-type]
+    result = analyse(Window(empty, empty), requests=10, symbolizer=FakeSymbolizer())  # type: ignore[arg-type]
     assert result.per_request.allocs == 0
     assert result.sites == [] and result.flags == []
+
+
+def test_retained_bytes_count_once_whatever_the_allocators_shape():
+    """arena -> GPA -> page, and a FixedBufferAllocator seen handing out addresses again."""
+    layers = [layer(GPA), layer(ARENA_FN), layer(PAGE), layer(FIXED, reissues=5)]
+    rule = RetainedRule.of(snapshot(layers, {}), ["debug/GPA", "arena", "page", "fixed-buffer"])
+    assert rule.en_bloc == {1, 3}
+    assert rule.counts(0, None)  # the program's own GPA blocks
+    assert rule.counts(0, 1)  # what the arena took from the GPA
+    assert not rule.counts(2, 0)  # the GPA's pages under either of them
+    assert not rule.counts(1, None) and not rule.counts(3, None)  # blocks handed out en bloc
+    assert rule.counts(2, 1)  # an arena straight over the page allocator
+
+
+def test_a_site_that_only_grew_a_block_in_place_keeps_its_bytes():
+    """No allocation and no free in the window, only a remap: its growth is retained."""
+    grower = site(0, 0x600, 0, 0, alloc_bytes=0)
+    before = snapshot([layer(GPA)], {1: grower}, time=1.0)
+    after = snapshot([layer(GPA, alloc_bytes=6400, remaps_in_place=100)],
+                     {1: site(0, 0x600, 0, 0, alloc_bytes=6400)}, time=2.0)
+    middle = snapshot([layer(GPA, alloc_bytes=3200, remaps_in_place=50)],
+                      {1: site(0, 0x600, 0, 0, alloc_bytes=3200)}, time=1.5)
+    result = analyse(Window(before, after, middle=middle), requests=100, symbolizer=FakeSymbolizer(),  # type: ignore[arg-type]
+                     halves=(50, 50))
+    (grown,) = result.sites
+    assert grown.retained_bytes_per_request == 64 and grown.retained_halves == (64, 64)
+    assert result.per_request.remaps == 1 and result.per_request.bytes_retained == 64
+    assert [(flag.kind, flag.function) for flag in result.flags] == [("growth", "app.fn600")]
+
+
+def test_growth_once_in_one_half_or_given_back_by_flushall_is_not_flagged():
+    before = snapshot([layer(GPA)], {1: site(0, 0x700, 0, 64), 2: site(0, 0x800, 0, 64)}, time=1.0)
+    middle = snapshot([layer(GPA)], {1: site(0, 0x700, 100, 64), 2: site(0, 0x800, 100, 64)}, time=1.5)
+    # Site 1 doubled a table once (first half only); site 2 stored keys that FLUSHALL freed.
+    after = snapshot([layer(GPA)], {1: site(0, 0x700, 100, 64), 2: site(0, 0x800, 200, 64)}, time=2.0)
+    flushed = snapshot([layer(GPA)], {1: site(0, 0x700, 100, 64), 2: site(0, 0x800, 200, 64, frees=200)}, time=3.0)
+    result = analyse(Window(before, after, middle=middle, origin=before, flushed=flushed), requests=200,
+                     symbolizer=FakeSymbolizer(), halves=(100, 100))  # type: ignore[arg-type]
+    assert result.per_request.bytes_retained == 96
+    assert [flag for flag in result.flags if flag.kind == "growth"] == []
+    assert result.kept_bytes_per_request == 32

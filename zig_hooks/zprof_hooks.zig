@@ -14,8 +14,17 @@
 //!
 //! Rules for this file: it never allocates (it is the allocation hook), it
 //! touches shared counters only with atomics (targets are multi-threaded), and
-//! every table has a fixed size and a bounded probe, so a full table loses
-//! detail, counted in `Counters`, never correctness.
+//! every table has a fixed size and a bounded probe. What a full table could
+//! not hold is counted, call by call and byte by byte, in `Losses`, so zprof
+//! can say exactly which figures it affects.
+//!
+//! Blocks have owners. A block belongs to the call site that allocated it
+//! until it is freed, or resized or remapped by another site (then it belongs
+//! to that one: growth in place is charged where it happens), or handed out
+//! again at the same address by its allocator without a free: an arena reset,
+//! a `FixedBufferAllocator` rewound, a `stackFallback` buffer reused. That
+//! last case, a release en bloc, is counted per layer, which is how zprof
+//! tells allocators that release en bloc from those that free block by block.
 //!
 //! In the overlay zprof builds for valgrind's massif, `massif_client_requests`
 //! is true and the hooks also describe each block the program holds to
@@ -29,8 +38,11 @@ const Alignment = std.mem.Alignment;
 /// "ZPROFSH1" read as a little-endian u64.
 pub const magic: u64 = 0x314853464f52505a;
 /// Bumped whenever any extern struct below changes shape.
-pub const layout_version: u64 = 1;
+pub const layout_version: u64 = 2;
 pub const env_var = "ZPROF_SHM";
+/// Test-only: smaller tables, e.g. `layers=2,sites=64,live=1024`, so that
+/// zprof's tests can make each one overflow. The header reports the limits.
+pub const limits_env_var = "ZPROF_SHIM_LIMITS";
 /// zprof's massif overlay rewrites this exact line to `true` (zprof/target/shim.py).
 pub const massif_client_requests = false;
 
@@ -57,7 +69,7 @@ pub const Header = extern struct {
     site_depth: u64,
     live_capacity: u64,
     size_class_count: u64,
-    counters_offset: u64,
+    losses_offset: u64,
     size_classes_offset: u64,
     layers_offset: u64,
     sites_offset: u64,
@@ -67,35 +79,59 @@ pub const Header = extern struct {
     live_entry_size: u64,
 };
 
-/// Events the tables could not hold; zprof reports them as loss of detail.
-pub const Counters = extern struct {
+/// What the tables could not hold, as calls and bytes.
+pub const Losses = extern struct {
+    /// Frees of blocks the live table did not hold (never tracked, or
+    /// allocated before the hook attached): no site was credited.
     untracked_frees: u64,
+    untracked_free_bytes: u64,
+    /// Blocks the live table had no room for: counted at their site, but
+    /// their frees cannot be credited to it.
     live_table_full: u64,
+    live_table_full_bytes: u64,
+    /// Allocations the site table had no room for: in the layer totals and
+    /// size classes, in no site, and not tracked.
     sites_dropped: u64,
+    sites_dropped_bytes: u64,
+    /// Calls to allocators beyond the layer table: not counted at all.
     layers_dropped: u64,
+    layers_dropped_bytes: u64,
+};
+
+/// The calls one layer served, of one kind: from program code, or nested
+/// (made while another hooked allocator call was running on the same thread:
+/// an allocator backing another, arena -> GPA -> page).
+pub const Calls = extern struct {
+    allocs: u64,
+    /// Bytes of the allocations, and what blocks grew by in resizes and remaps.
+    alloc_bytes: u64,
+    alloc_failures: u64,
+    frees: u64,
+    /// Bytes of the frees, and what blocks shrank by in resizes and remaps.
+    free_bytes: u64,
+    resizes_in_place: u64,
+    resizes_refused: u64,
+    remaps_in_place: u64,
+    remaps_moved: u64,
+    remaps_refused: u64,
 };
 
 /// One allocator implementation, keyed by the address of its `vtable.alloc`
 /// function, which zprof names from the symbol table (arena, debug/GPA, page, c).
 pub const Layer = extern struct {
     alloc_fn: u64,
-    allocs: u64,
-    /// Allocations made while another hooked allocator call was running on the
-    /// same thread: an allocator backing another (arena -> GPA -> page).
-    nested_allocs: u64,
-    alloc_bytes: u64,
-    alloc_failures: u64,
-    frees: u64,
-    /// Frees made inside another hooked allocator call, as `nested_allocs`.
-    nested_frees: u64,
-    free_bytes: u64,
+    program: Calls,
+    nested: Calls,
     live_bytes: u64,
     peak_live_bytes: u64,
-    resizes_in_place: u64,
-    resizes_refused: u64,
-    remaps_in_place: u64,
-    remaps_moved: u64,
-    remaps_refused: u64,
+    /// Blocks handed out again at the address of a live block without a
+    /// free in between (released en bloc), and the bytes those held.
+    reissues: u64,
+    reissued_bytes: u64,
+
+    fn calls(layer: *Layer, parent_layer: u64) *Calls {
+        return if (parent_layer == no_layer) &layer.program else &layer.nested;
+    }
 };
 
 /// A call site: a stack, the layer that served it, and the layer whose call it
@@ -126,31 +162,62 @@ pub const LiveEntry = extern struct {
 const empty_slot: u64 = 0;
 const tombstone: u64 = 1;
 
+/// How much of each table this run uses: the capacities, unless the
+/// test-only `ZPROF_SHIM_LIMITS` asks for less.
+pub const Limits = struct {
+    layers: u64 = layer_capacity,
+    sites: u64 = site_capacity,
+    /// A power of two: the live table is indexed by a hash's top bits.
+    live: u64 = live_capacity,
+
+    /// `layers=N,sites=N,live=N`, any subset; a value is capped at the
+    /// capacity, and `live` is rounded down to a power of two.
+    pub fn parse(text: []const u8) Limits {
+        var limits: Limits = .{};
+        var pairs = std.mem.tokenizeScalar(u8, text, ',');
+        while (pairs.next()) |pair| {
+            const equals = std.mem.indexOfScalar(u8, pair, '=') orelse continue;
+            const value = std.fmt.parseInt(u64, pair[equals + 1 ..], 10) catch continue;
+            if (value == 0) continue;
+            const name = pair[0..equals];
+            if (std.mem.eql(u8, name, "layers")) limits.layers = @min(value, layer_capacity);
+            if (std.mem.eql(u8, name, "sites")) limits.sites = @min(value, site_capacity);
+            if (std.mem.eql(u8, name, "live")) limits.live = std.math.floorPowerOfTwo(u64, std.math.clamp(value, 2, live_capacity));
+        }
+        return limits;
+    }
+};
+
 pub const Region = struct {
     header: *Header,
-    counters: *Counters,
+    losses: *Losses,
     size_classes: *[size_class_count]u64,
-    layers: *[layer_capacity]Layer,
-    sites: *[site_capacity]Site,
-    live: *[live_capacity]LiveEntry,
+    layers: []Layer,
+    sites: []Site,
+    live: []LiveEntry,
+    live_shift: u6,
 
-    const counters_offset = std.mem.alignForward(usize, @sizeOf(Header), 64);
-    const size_classes_offset = std.mem.alignForward(usize, counters_offset + @sizeOf(Counters), 64);
+    const losses_offset = std.mem.alignForward(usize, @sizeOf(Header), 64);
+    const size_classes_offset = std.mem.alignForward(usize, losses_offset + @sizeOf(Losses), 64);
     const layers_offset = std.mem.alignForward(usize, size_classes_offset + size_class_count * 8, 64);
     const sites_offset = std.mem.alignForward(usize, layers_offset + layer_capacity * @sizeOf(Layer), 64);
     const live_offset = std.mem.alignForward(usize, sites_offset + site_capacity * @sizeOf(Site), 4096);
     pub const total_size = live_offset + live_capacity * @sizeOf(LiveEntry);
 
     /// Lays the tables over `bytes`, which must be zeroed or already laid out.
-    pub fn init(bytes: []align(8) u8, pid: u64) Region {
+    pub fn init(bytes: []align(8) u8, pid: u64, limits: Limits) Region {
         std.debug.assert(bytes.len >= total_size);
+        const layers: [*]Layer = @ptrCast(@alignCast(bytes.ptr + layers_offset));
+        const sites: [*]Site = @ptrCast(@alignCast(bytes.ptr + sites_offset));
+        const live: [*]LiveEntry = @ptrCast(@alignCast(bytes.ptr + live_offset));
         const region: Region = .{
             .header = @ptrCast(bytes.ptr),
-            .counters = @ptrCast(@alignCast(bytes.ptr + counters_offset)),
+            .losses = @ptrCast(@alignCast(bytes.ptr + losses_offset)),
             .size_classes = @ptrCast(@alignCast(bytes.ptr + size_classes_offset)),
-            .layers = @ptrCast(@alignCast(bytes.ptr + layers_offset)),
-            .sites = @ptrCast(@alignCast(bytes.ptr + sites_offset)),
-            .live = @ptrCast(@alignCast(bytes.ptr + live_offset)),
+            .layers = layers[0..limits.layers],
+            .sites = sites[0..limits.sites],
+            .live = live[0..limits.live],
+            .live_shift = @intCast(64 - @ctz(limits.live)),
         };
         region.header.* = .{
             .magic = 0, // written last, so a reader never sees a half-written header
@@ -158,12 +225,12 @@ pub const Region = struct {
             .header_size = @sizeOf(Header),
             .total_size = total_size,
             .attached_pid = pid,
-            .layer_capacity = layer_capacity,
-            .site_capacity = site_capacity,
+            .layer_capacity = limits.layers,
+            .site_capacity = limits.sites,
             .site_depth = site_depth,
-            .live_capacity = live_capacity,
+            .live_capacity = limits.live,
             .size_class_count = size_class_count,
-            .counters_offset = counters_offset,
+            .losses_offset = losses_offset,
             .size_classes_offset = size_classes_offset,
             .layers_offset = layers_offset,
             .sites_offset = sites_offset,
@@ -192,6 +259,11 @@ pub const Region = struct {
         _ = @atomicRmw(u64, field, .Min, value, .monotonic);
     }
 
+    fn lose(count: *u64, bytes: *u64, size: u64) void {
+        add(count, 1);
+        add(bytes, size);
+    }
+
     fn layerIndex(region: Region, alloc_fn: u64) ?u64 {
         for (region.layers, 0..) |*layer, index| {
             const seen = @atomicLoad(u64, &layer.alloc_fn, .acquire);
@@ -201,18 +273,19 @@ pub const Region = struct {
                 if (raced == alloc_fn) return index;
             }
         }
-        add(&region.counters.layers_dropped, 1);
         return null;
     }
 
+    /// The site for a stack in a layer, made on first use; null when the
+    /// table has no room (the caller counts the loss).
     fn siteIndex(region: Region, frames: *const [site_depth]u64, layer: u64, parent_layer: u64) ?u64 {
         var hash = std.hash.Wyhash.init(layer);
         hash.update(std.mem.asBytes(frames));
         hash.update(std.mem.asBytes(&parent_layer));
         // 0 and 1 are the empty and tombstone markers.
         const key = hash.final() | 2;
-        var slot = key % site_capacity;
-        for (0..site_probe_limit) |_| {
+        var slot = key % region.sites.len;
+        for (0..@min(site_probe_limit, region.sites.len)) |_| {
             const site = &region.sites[slot];
             const seen = @atomicLoad(u64, &site.key, .acquire);
             if (seen == key) return slot;
@@ -228,9 +301,8 @@ pub const Region = struct {
                     return slot;
                 }
             }
-            slot = (slot + 1) % site_capacity;
+            slot = (slot + 1) % region.sites.len;
         }
-        add(&region.counters.sites_dropped, 1);
         return null;
     }
 
@@ -239,39 +311,44 @@ pub const Region = struct {
         return address | ((layer + 1) << 48);
     }
 
+    fn layerOfKey(key: u64) u64 {
+        return (key >> 48) - 1;
+    }
+
     fn slotOf(region: Region, entry: *const LiveEntry) u64 {
-        return (@intFromPtr(entry) - @intFromPtr(region.live)) / @sizeOf(LiveEntry);
+        return (@intFromPtr(entry) - @intFromPtr(region.live.ptr)) / @sizeOf(LiveEntry);
     }
 
-    fn liveSlot(key: u64) u64 {
+    fn liveSlot(region: Region, key: u64) u64 {
         // Blocks are at least 8-byte aligned; mix the rest with a Fibonacci hash.
-        return ((key >> 3) *% 0x9e3779b97f4a7c15) >> live_shift;
+        return ((key >> 3) *% 0x9e3779b97f4a7c15) >> region.live_shift;
     }
 
-    /// Records a live block. An entry with the same address is a block that
-    /// was released without a free (an arena reset, a buffer reuse): it is
-    /// overwritten rather than kept as a stale twin.
+    /// Records a live block owned by `site`. An entry with the same address
+    /// is a block its allocator handed out again without a free: it was
+    /// released en bloc (an arena reset, a buffer rewound), so its owner is
+    /// credited and its layer counts the release.
     fn track(region: Region, key: u64, size: u64, site: u64) void {
-        var slot = liveSlot(key);
+        var slot = region.liveSlot(key);
         var reusable: ?*LiveEntry = null;
-        const target = for (0..live_probe_limit) |_| {
+        const target = for (0..@min(live_probe_limit, region.live.len)) |_| {
             const entry = &region.live[slot];
             const seen = @atomicLoad(u64, &entry.key, .acquire);
             if (seen == key) break entry;
             if (seen == tombstone and reusable == null) reusable = entry;
             if (seen == empty_slot) break reusable orelse entry;
-            slot = (slot + 1) % live_capacity;
+            slot = (slot + 1) % region.live.len;
         } else reusable orelse {
-            add(&region.counters.live_table_full, 1);
+            lose(&region.losses.live_table_full, &region.losses.live_table_full_bytes, size);
             return;
         };
         const seen = @atomicLoad(u64, &target.key, .acquire);
-        if (seen != key) {
-            if (@cmpxchgStrong(u64, &target.key, seen, key, .acq_rel, .monotonic) != null) {
-                // Another thread took the slot first: rare, and only detail is lost.
-                add(&region.counters.live_table_full, 1);
-                return;
-            }
+        if (seen == key) {
+            region.release(key, @atomicLoad(u64, &target.size, .acquire), @atomicLoad(u64, &target.site, .acquire));
+        } else if (@cmpxchgStrong(u64, &target.key, seen, key, .acq_rel, .monotonic) != null) {
+            // Another thread took the slot first: rare, and counted.
+            lose(&region.losses.live_table_full, &region.losses.live_table_full_bytes, size);
+            return;
         }
         // Only the owner of the block reads these, after the program has handed
         // the block over with its own synchronisation.
@@ -279,14 +356,23 @@ pub const Region = struct {
         @atomicStore(u64, &target.site, site, .release);
     }
 
+    /// A live block given out again without a free: it no longer counts.
+    fn release(region: Region, key: u64, size: u64, site: u64) void {
+        const layer = &region.layers[layerOfKey(key)];
+        add(&layer.reissues, 1);
+        add(&layer.reissued_bytes, size);
+        sub(&layer.live_bytes, size);
+        add(&region.sites[site].free_bytes, size);
+    }
+
     fn find(region: Region, key: u64) ?*LiveEntry {
-        var slot = liveSlot(key);
-        for (0..live_probe_limit) |_| {
+        var slot = region.liveSlot(key);
+        for (0..@min(live_probe_limit, region.live.len)) |_| {
             const entry = &region.live[slot];
             const seen = @atomicLoad(u64, &entry.key, .acquire);
             if (seen == key) return entry;
             if (seen == empty_slot) return null;
-            slot = (slot + 1) % live_capacity;
+            slot = (slot + 1) % region.live.len;
         }
         return null;
     }
@@ -301,7 +387,7 @@ pub const Region = struct {
         };
         // A slot followed by an empty one ends its probe chain, so it can be
         // emptied rather than left as a tombstone that lengthens later probes.
-        const next = &region.live[(slotOf(region, entry) + 1) % live_capacity];
+        const next = &region.live[(region.slotOf(entry) + 1) % region.live.len];
         const ends_chain = @atomicLoad(u64, &next.key, .acquire) == empty_slot;
         @atomicStore(u64, &entry.key, if (ends_chain) empty_slot else tombstone, .release);
         return taken;
@@ -309,12 +395,16 @@ pub const Region = struct {
 
     fn recordAlloc(region: Region, call: Call, address: u64, size: u64) void {
         const layer = &region.layers[call.layer];
-        add(if (call.parent_layer == no_layer) &layer.allocs else &layer.nested_allocs, 1);
-        add(&layer.alloc_bytes, size);
+        const calls = layer.calls(call.parent_layer);
+        add(&calls.allocs, 1);
+        add(&calls.alloc_bytes, size);
         growLive(layer, size);
         if (call.parent_layer == no_layer) add(&region.size_classes[sizeClass(size)], 1);
 
-        const site_index = region.siteIndex(&call.frames, call.layer, call.parent_layer) orelse return;
+        const site_index = region.siteIndex(&call.frames, call.layer, call.parent_layer) orelse {
+            lose(&region.losses.sites_dropped, &region.losses.sites_dropped_bytes, size);
+            return;
+        };
         const site = &region.sites[site_index];
         add(&site.allocs, 1);
         add(&site.alloc_bytes, size);
@@ -323,13 +413,14 @@ pub const Region = struct {
         region.track(liveKey(address, call.layer), size, site_index);
     }
 
-    fn recordFree(region: Region, layer_index: u64, address: u64, size: u64, nested: bool) void {
+    fn recordFree(region: Region, layer_index: u64, address: u64, size: u64, parent_layer: u64) void {
         const layer = &region.layers[layer_index];
-        add(if (nested) &layer.nested_frees else &layer.frees, 1);
-        add(&layer.free_bytes, size);
+        const calls = layer.calls(parent_layer);
+        add(&calls.frees, 1);
+        add(&calls.free_bytes, size);
         sub(&layer.live_bytes, size);
         const block = region.untrack(liveKey(address, layer_index)) orelse {
-            add(&region.counters.untracked_frees, 1);
+            lose(&region.losses.untracked_frees, &region.losses.untracked_free_bytes, size);
             return;
         };
         const site = &region.sites[block.site];
@@ -337,21 +428,41 @@ pub const Region = struct {
         add(&site.free_bytes, block.size);
     }
 
-    /// A block kept its address and changed size: charge the difference to the
-    /// layer and to the site that allocated it.
-    fn recordInPlace(region: Region, layer_index: u64, block: ?LiveEntry, address: u64, old_size: u64, new_size: u64) void {
-        const layer = &region.layers[layer_index];
+    /// A block changed size, in place or moved by a remap (`block` is its live
+    /// entry, already taken out of the table, or null if it was not tracked).
+    /// The layer counts the difference. The block changes hands as if freed
+    /// and allocated again: its old size is credited to its owner and its new
+    /// size charged to the site that resized it, so growth in place is
+    /// retained where it happens.
+    fn recordResized(region: Region, call: Call, block: ?LiveEntry, address: u64, old_size: u64, new_size: u64) void {
+        const layer = &region.layers[call.layer];
+        const calls = layer.calls(call.parent_layer);
         if (new_size >= old_size) {
-            add(&layer.alloc_bytes, new_size - old_size);
+            add(&calls.alloc_bytes, new_size - old_size);
             growLive(layer, new_size - old_size);
         } else {
-            add(&layer.free_bytes, old_size - new_size);
+            add(&calls.free_bytes, old_size - new_size);
             sub(&layer.live_bytes, old_size - new_size);
         }
-        const kept = block orelse return;
-        const site = &region.sites[kept.site];
-        if (new_size >= old_size) add(&site.alloc_bytes, new_size - old_size) else add(&site.free_bytes, old_size - new_size);
-        region.track(liveKey(address, layer_index), new_size, kept.site);
+        const resizer = region.siteIndex(&call.frames, call.layer, call.parent_layer);
+        if (block) |owned| {
+            if (resizer) |index| {
+                add(&region.sites[owned.site].free_bytes, owned.size);
+                add(&region.sites[index].alloc_bytes, new_size);
+                raiseTo(&region.sites[index].max_size, new_size);
+                region.track(liveKey(address, call.layer), new_size, index);
+            } else {
+                // No room for the resizing site: the owner keeps the block.
+                const site = &region.sites[owned.site];
+                if (new_size >= old_size) add(&site.alloc_bytes, new_size - old_size) else add(&site.free_bytes, old_size - new_size);
+                region.track(liveKey(address, call.layer), new_size, owned.site);
+            }
+        } else if (resizer) |index| {
+            // An untracked block: only the difference can be charged, and the
+            // block stays untracked (its free is credited to nobody).
+            const site = &region.sites[index];
+            if (new_size >= old_size) add(&site.alloc_bytes, new_size - old_size) else add(&site.free_bytes, old_size - new_size);
+        }
     }
 };
 
@@ -367,13 +478,15 @@ pub fn sizeClass(size: u64) usize {
 /// What the shim knows about the call in progress.
 const Call = struct {
     layer: u64,
+    /// The layer whose hooked call this one was made from, on this thread;
+    /// `no_layer` for a call from program code.
     parent_layer: u64,
     frames: [site_depth]u64,
 };
 
-/// The layer of the outermost hooked call running on this thread, so that a
-/// call made by an allocator to its backing allocator is counted as nested.
-threadlocal var outer_layer: u64 = no_layer;
+/// The layer of the innermost hooked call running on this thread, so that a
+/// call an allocator makes to its backing allocator names it as the parent.
+threadlocal var current_layer: u64 = no_layer;
 
 const State = enum(u8) { detached, attaching, attached, disabled };
 var state: std.atomic.Value(State) = .init(.detached);
@@ -408,7 +521,8 @@ fn mapRegion() ?Region {
     // zprof makes the file large enough; a smaller one is not ours to grow.
     if (stat.size < Region.total_size) return null;
     const bytes = std.posix.mmap(null, Region.total_size, std.posix.PROT.READ | std.posix.PROT.WRITE, .{ .TYPE = .SHARED }, fd, 0) catch return null;
-    return Region.init(bytes, @intCast(std.os.linux.getpid()));
+    const limits: Limits = if (std.posix.getenv(limits_env_var)) |text| .parse(text) else .{};
+    return Region.init(bytes, @intCast(std.os.linux.getpid()), limits);
 }
 
 /// The stack of the allocation: the API's `ret_addr`, then the return
@@ -432,33 +546,38 @@ inline fn captureFrames(ret_addr: usize) [site_depth]u64 {
     return frames;
 }
 
-fn beginCall(region: Region, a: Allocator, ret_addr: usize) ?Call {
-    const layer = region.layerIndex(@intFromPtr(a.vtable.alloc)) orelse return null;
-    return .{ .layer = layer, .parent_layer = outer_layer, .frames = captureFrames(ret_addr) };
+/// The call in progress, or null when its allocator has no room in the layer
+/// table (the call is then only counted as lost).
+inline fn beginCall(region: Region, a: Allocator, ret_addr: usize, asked_bytes: u64) ?Call {
+    const layer = region.layerIndex(@intFromPtr(a.vtable.alloc)) orelse {
+        Region.lose(&region.losses.layers_dropped, &region.losses.layers_dropped_bytes, asked_bytes);
+        return null;
+    };
+    return .{ .layer = layer, .parent_layer = current_layer, .frames = captureFrames(ret_addr) };
 }
 
 const Nesting = struct {
     saved: u64,
     fn enter(layer: u64) Nesting {
-        const saved = outer_layer;
-        if (saved == no_layer) outer_layer = layer;
+        const saved = current_layer;
+        current_layer = layer;
         return .{ .saved = saved };
     }
     fn leave(nesting: Nesting) void {
-        outer_layer = nesting.saved;
+        current_layer = nesting.saved;
     }
 };
 
 inline fn countedAlloc(a: Allocator, len: usize, alignment: Alignment, ret_addr: usize) ?[*]u8 {
     const region = attachedRegion() orelse return a.vtable.alloc(a.ptr, len, alignment, ret_addr);
-    const call = beginCall(region, a, ret_addr) orelse return a.vtable.alloc(a.ptr, len, alignment, ret_addr);
+    const call = beginCall(region, a, ret_addr, len) orelse return a.vtable.alloc(a.ptr, len, alignment, ret_addr);
     const nesting: Nesting = .enter(call.layer);
     const result = a.vtable.alloc(a.ptr, len, alignment, ret_addr);
     nesting.leave();
     if (result) |memory| {
         region.recordAlloc(call, @intFromPtr(memory), len);
     } else {
-        Region.add(&region.layers[call.layer].alloc_failures, 1);
+        Region.add(&region.layers[call.layer].calls(call.parent_layer).alloc_failures, 1);
     }
     return result;
 }
@@ -468,50 +587,51 @@ inline fn countedFree(a: Allocator, memory: []u8, alignment: Alignment, ret_addr
         if (region.layerIndex(@intFromPtr(a.vtable.alloc))) |layer| {
             // Forget the block before it is released: once released, another
             // thread may be handed the same address.
-            region.recordFree(layer, @intFromPtr(memory.ptr), memory.len, outer_layer != no_layer);
+            region.recordFree(layer, @intFromPtr(memory.ptr), memory.len, current_layer);
             const nesting: Nesting = .enter(layer);
             defer nesting.leave();
             return a.vtable.free(a.ptr, memory, alignment, ret_addr);
         }
+        Region.lose(&region.losses.layers_dropped, &region.losses.layers_dropped_bytes, 0);
     }
     a.vtable.free(a.ptr, memory, alignment, ret_addr);
 }
 
 inline fn countedResize(a: Allocator, memory: []u8, alignment: Alignment, new_len: usize, ret_addr: usize) bool {
     const region = attachedRegion() orelse return a.vtable.resize(a.ptr, memory, alignment, new_len, ret_addr);
-    const layer_index = region.layerIndex(@intFromPtr(a.vtable.alloc)) orelse return a.vtable.resize(a.ptr, memory, alignment, new_len, ret_addr);
-    const layer = &region.layers[layer_index];
-    const nesting: Nesting = .enter(layer_index);
+    const call = beginCall(region, a, ret_addr, 0) orelse return a.vtable.resize(a.ptr, memory, alignment, new_len, ret_addr);
+    const calls = region.layers[call.layer].calls(call.parent_layer);
+    const nesting: Nesting = .enter(call.layer);
     const resized = a.vtable.resize(a.ptr, memory, alignment, new_len, ret_addr);
     nesting.leave();
     if (!resized) {
-        Region.add(&layer.resizes_refused, 1);
+        Region.add(&calls.resizes_refused, 1);
         return false;
     }
-    Region.add(&layer.resizes_in_place, 1);
+    Region.add(&calls.resizes_in_place, 1);
     const address = @intFromPtr(memory.ptr);
-    region.recordInPlace(layer_index, region.untrack(Region.liveKey(address, layer_index)), address, memory.len, new_len);
+    region.recordResized(call, region.untrack(Region.liveKey(address, call.layer)), address, memory.len, new_len);
     return true;
 }
 
 inline fn countedRemap(a: Allocator, memory: []u8, alignment: Alignment, new_len: usize, ret_addr: usize) ?[*]u8 {
     const region = attachedRegion() orelse return a.vtable.remap(a.ptr, memory, alignment, new_len, ret_addr);
-    const layer_index = region.layerIndex(@intFromPtr(a.vtable.alloc)) orelse return a.vtable.remap(a.ptr, memory, alignment, new_len, ret_addr);
-    const layer = &region.layers[layer_index];
+    const call = beginCall(region, a, ret_addr, 0) orelse return a.vtable.remap(a.ptr, memory, alignment, new_len, ret_addr);
+    const calls = region.layers[call.layer].calls(call.parent_layer);
     const old_address = @intFromPtr(memory.ptr);
     // Taken out first: a moving remap releases the old address inside the call.
-    const block = region.untrack(Region.liveKey(old_address, layer_index));
-    const nesting: Nesting = .enter(layer_index);
+    const block = region.untrack(Region.liveKey(old_address, call.layer));
+    const nesting: Nesting = .enter(call.layer);
     const result = a.vtable.remap(a.ptr, memory, alignment, new_len, ret_addr);
     nesting.leave();
     const new_memory = result orelse {
-        Region.add(&layer.remaps_refused, 1);
+        Region.add(&calls.remaps_refused, 1);
         if (block) |kept| region.track(kept.key, kept.size, kept.site);
         return null;
     };
     const new_address = @intFromPtr(new_memory);
-    Region.add(if (new_address == old_address) &layer.remaps_in_place else &layer.remaps_moved, 1);
-    region.recordInPlace(layer_index, block, new_address, memory.len, new_len);
+    Region.add(if (new_address == old_address) &calls.remaps_in_place else &calls.remaps_moved, 1);
+    region.recordResized(call, block, new_address, memory.len, new_len);
     return result;
 }
 
@@ -628,47 +748,113 @@ fn clientRequest(request: std.valgrind.ClientRequest, a1: usize, a2: usize, a3: 
     }
 }
 
-test "a freed block is charged to the site that allocated it" {
+/// A zeroed region with the given limits, for the tests below.
+fn testRegion(limits: Limits) !struct { Region, []align(8) u8 } {
     const bytes = try std.testing.allocator.alignedAlloc(u8, .@"8", Region.total_size);
-    defer std.testing.allocator.free(bytes);
     @memset(bytes, 0);
-    const region = Region.init(bytes, 1);
+    return .{ Region.init(bytes, 1, limits), bytes };
+}
+
+fn testCall(layer: u64, parent_layer: u64, first_frame: u64) Call {
+    var frames: [site_depth]u64 = @splat(0);
+    frames[0] = first_frame;
+    return .{ .layer = layer, .parent_layer = parent_layer, .frames = frames };
+}
+
+fn siteOf(region: Region, call: Call) *Site {
+    return &region.sites[region.siteIndex(&call.frames, call.layer, call.parent_layer).?];
+}
+
+test "a freed block is charged to the site that allocated it" {
+    const region, const bytes = try testRegion(.{});
+    defer std.testing.allocator.free(bytes);
     try std.testing.expectEqual(magic, region.header.magic);
 
     const layer = region.layerIndex(0x1000).?;
     try std.testing.expectEqual(layer, region.layerIndex(0x1000).?);
-    var frames: [site_depth]u64 = @splat(0);
-    frames[0] = 0x4242;
-    const call: Call = .{ .layer = layer, .parent_layer = no_layer, .frames = frames };
+    const call = testCall(layer, no_layer, 0x4242);
     region.recordAlloc(call, 0x10000, 48);
     region.recordAlloc(call, 0x20000, 16);
-    region.recordFree(layer, 0x10000, 48, false);
-    region.recordFree(layer, 0x30000, 8, false); // never seen: counted, not charged
+    region.recordFree(layer, 0x10000, 48, no_layer);
+    region.recordFree(layer, 0x30000, 8, no_layer); // never seen: counted, not charged
 
-    const site = &region.sites[region.siteIndex(&frames, layer, no_layer).?];
+    const site = siteOf(region, call);
     try std.testing.expectEqual(@as(u64, 2), site.allocs);
     try std.testing.expectEqual(@as(u64, 64), site.alloc_bytes);
     try std.testing.expectEqual(@as(u64, 48), site.free_bytes);
     try std.testing.expectEqual(@as(u64, 16), site.min_size);
     try std.testing.expectEqual(@as(u64, 48), site.max_size);
-    try std.testing.expectEqual(@as(u64, 1), region.counters.untracked_frees);
+    try std.testing.expectEqual(@as(u64, 1), region.losses.untracked_frees);
+    try std.testing.expectEqual(@as(u64, 8), region.losses.untracked_free_bytes);
     try std.testing.expectEqual(@as(u64, 8), region.layers[layer].live_bytes);
     try std.testing.expectEqual(@as(u64, 64), region.layers[layer].peak_live_bytes);
     try std.testing.expectEqual(@as(u64, 1), region.size_classes[sizeClass(16)]);
 }
 
-test "an in-place resize moves the block's size and the site's bytes" {
-    const bytes = try std.testing.allocator.alignedAlloc(u8, .@"8", Region.total_size);
+test "a resize hands the block to the site that resized it" {
+    const region, const bytes = try testRegion(.{});
     defer std.testing.allocator.free(bytes);
-    @memset(bytes, 0);
-    const region = Region.init(bytes, 1);
     const layer = region.layerIndex(0x1000).?;
-    const frames: [site_depth]u64 = @splat(7);
-    region.recordAlloc(.{ .layer = layer, .parent_layer = no_layer, .frames = frames }, 0x10000, 32);
-    region.recordInPlace(layer, region.untrack(Region.liveKey(0x10000, layer)), 0x10000, 32, 96);
+    const allocator_site = testCall(layer, no_layer, 7);
+    const grower = testCall(layer, no_layer, 8);
+    region.recordAlloc(allocator_site, 0x10000, 32);
+    region.recordResized(grower, region.untrack(Region.liveKey(0x10000, layer)), 0x10000, 32, 96);
     try std.testing.expectEqual(@as(u64, 96), region.find(Region.liveKey(0x10000, layer)).?.size);
     try std.testing.expectEqual(@as(u64, 96), region.layers[layer].live_bytes);
-    region.recordFree(layer, 0x10000, 96, false);
+    // The allocating site holds nothing now; the growing one holds all 96 bytes.
+    try std.testing.expectEqual(siteOf(region, allocator_site).alloc_bytes, siteOf(region, allocator_site).free_bytes);
+    try std.testing.expectEqual(@as(u64, 96), siteOf(region, grower).alloc_bytes);
+    region.recordFree(layer, 0x10000, 96, no_layer);
+    try std.testing.expectEqual(@as(u64, 96), siteOf(region, grower).free_bytes);
     try std.testing.expectEqual(@as(u64, 0), region.layers[layer].live_bytes);
-    try std.testing.expectEqual(@as(u64, 0), region.counters.untracked_frees);
+    try std.testing.expectEqual(@as(u64, 0), region.losses.untracked_frees);
+}
+
+test "an address handed out again without a free is a release en bloc" {
+    const region, const bytes = try testRegion(.{});
+    defer std.testing.allocator.free(bytes);
+    const layer = region.layerIndex(0x1000).?;
+    const call = testCall(layer, no_layer, 9);
+    // A bump allocator rewound after each request: the same two addresses every time.
+    for (0..3) |_| {
+        region.recordAlloc(call, 0x50000, 40);
+        region.recordAlloc(call, 0x50028, 24);
+    }
+    const site = siteOf(region, call);
+    try std.testing.expectEqual(@as(u64, 64), site.alloc_bytes - site.free_bytes);
+    try std.testing.expectEqual(@as(u64, 4), region.layers[layer].reissues);
+    try std.testing.expectEqual(@as(u64, 128), region.layers[layer].reissued_bytes);
+    try std.testing.expectEqual(@as(u64, 64), region.layers[layer].live_bytes);
+}
+
+test "nested calls name their immediate parent layer" {
+    const region, const bytes = try testRegion(.{});
+    defer std.testing.allocator.free(bytes);
+    const arena = region.layerIndex(0x1000).?;
+    const gpa = region.layerIndex(0x2000).?;
+    const outer: Nesting = .enter(arena);
+    const middle: Nesting = .enter(gpa);
+    try std.testing.expectEqual(gpa, current_layer);
+    middle.leave();
+    try std.testing.expectEqual(arena, current_layer);
+    outer.leave();
+    try std.testing.expectEqual(no_layer, current_layer);
+}
+
+test "full tables count what they lost, call by call and byte by byte" {
+    const region, const bytes = try testRegion(Limits.parse("layers=1,sites=1,live=2"));
+    defer std.testing.allocator.free(bytes);
+    try std.testing.expectEqual(@as(u64, 1), region.header.site_capacity);
+    const layer = region.layerIndex(0x1000).?;
+    try std.testing.expectEqual(null, region.layerIndex(0x2000));
+    region.recordAlloc(testCall(layer, no_layer, 1), 0x10000, 8);
+    region.recordAlloc(testCall(layer, no_layer, 1), 0x20000, 16);
+    region.recordAlloc(testCall(layer, no_layer, 1), 0x30000, 32); // both live slots are taken
+    region.recordAlloc(testCall(layer, no_layer, 2), 0x40000, 64); // the one site slot is taken
+    try std.testing.expectEqual(@as(u64, 1), region.losses.live_table_full);
+    try std.testing.expectEqual(@as(u64, 32), region.losses.live_table_full_bytes);
+    try std.testing.expectEqual(@as(u64, 1), region.losses.sites_dropped);
+    try std.testing.expectEqual(@as(u64, 64), region.losses.sites_dropped_bytes);
+    try std.testing.expectEqual(@as(u64, 4), region.layers[layer].program.allocs);
+    try std.testing.expectEqual(Limits{ .layers = 2, .sites = site_capacity, .live = 512 }, Limits.parse("layers=2,live=1000,bogus=3,sites=0"));
 }

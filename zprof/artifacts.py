@@ -9,7 +9,7 @@ from typing import ClassVar
 
 from zprof.analysis.allocations import AllocationAnalysis
 
-SCHEMA = "zprof.allocs/1"
+SCHEMA = "zprof.allocs/2"
 
 
 class JsonArtifact:
@@ -45,15 +45,18 @@ class LoadInfo:
     pipeline: int
     warmup_requests: int
     seconds: float
-    requests_per_second: float
+    # None when the run was too short for a rate to mean anything (zprof.load.calibration).
+    requests_per_second: float | None
     errors: int
+    error_share: float  # of the measured requests, those answered with an error
     first_error: str | None
     idle_seconds: float
 
 
 @dataclass
 class MemoryGrowth:
-    """Over the measured run: the shim's live bytes (program-held) and the RSS."""
+    """Over the measured run: the bytes the program came to hold (the retained bytes, counted
+    once) and the RSS."""
 
     live_bytes: int
     rss_bytes: int | None

@@ -3,15 +3,26 @@
 A measured window is `after - before`, minus what the idle server allocated
 over the same length of time. Layers are the allocator implementations the
 shim saw; sites are stacks, attributed to the first frame outside Zig's std.
+
+Retained bytes are the bytes the program holds at the end of a window that it
+did not hold at its start, counted once whatever the shape of its allocators
+(`RetainedRule`): a program's own blocks from an allocator that frees block by
+block, and the blocks an allocator that releases en bloc (an arena, a
+`FixedBufferAllocator`, a `stackFallback` buffer, a bump allocator) took from
+the allocator behind it. Never the blocks handed out by an en-bloc allocator
+(it gives them back all at once, without a free), and never the blocks a
+block-by-block allocator takes from its own backing allocator (GPA slabs from
+the page allocator): both would count the same bytes twice.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, replace
 
 from zprof.analysis.symbols import SourceFrame, Symbolizer, is_std_file
-from zprof.collect.shim_counters import LayerCounters, ShimSnapshot, SiteCounters
+from zprof.collect.shim_counters import LayerCounters, LossCounters, ShimSnapshot, SiteCounters
 
 SMALL_BYTES = 64
 LARGE_BYTES = 1 << 20
@@ -47,11 +58,31 @@ def layer_name(symbol: str | None) -> str:
     return symbol.rsplit(".", 1)[0]
 
 
-def _minus(after: object, before: object | None, idle: dict[str, float], names: list[str]) -> dict[str, float]:
-    return {
-        name: getattr(after, name) - (getattr(before, name) if before else 0) - idle.get(name, 0.0)
-        for name in names
-    }
+@dataclass(frozen=True)
+class RetainedRule:
+    """Which blocks count as held by the program (see the module's docstring).
+
+    A layer releases en bloc when it is an arena, or when the shim saw it hand
+    out a live block's address again without a free: the signal every arena,
+    rewound buffer and bump allocator gives after its first reset.
+    """
+
+    en_bloc: frozenset[int]
+
+    @classmethod
+    def of(cls, snapshot: ShimSnapshot, names: list[str]) -> RetainedRule:
+        return cls(frozenset(index for index, layer in enumerate(snapshot.layers)
+                             if names[index] == ARENA or layer.reissues > 0))
+
+    def counts(self, layer: int, parent_layer: int | None) -> bool:
+        if layer in self.en_bloc:
+            return False
+        return parent_layer is None or parent_layer in self.en_bloc
+
+
+_LAYER_COUNTS = [f.name for f in fields(LayerCounters) if f.name not in ("alloc_fn", "live_bytes", "peak_live_bytes")]
+_SITE_COUNTS = ["allocs", "alloc_bytes", "frees", "free_bytes"]
+_LOSS_COUNTS = [f.name for f in fields(LossCounters)]
 
 
 def _rows(snapshot: ShimSnapshot, table: str) -> dict[int, object]:
@@ -59,49 +90,66 @@ def _rows(snapshot: ShimSnapshot, table: str) -> dict[int, object]:
     return rows if isinstance(rows, dict) else dict(enumerate(rows))
 
 
-_LAYER_COUNTS = [f.name for f in fields(LayerCounters) if f.name not in ("alloc_fn", "live_bytes", "peak_live_bytes")]
-_SITE_COUNTS = ["allocs", "alloc_bytes", "frees", "free_bytes"]
+def _difference(end: object, start: object | None, names: list[str]) -> dict[str, float]:
+    return {name: getattr(end, name) - (getattr(start, name) if start is not None else 0) for name in names}
 
 
 @dataclass(frozen=True)
 class Window:
-    """Two snapshots around a run, and the idle rate to take off."""
+    """Snapshots around a measured run: before it, halfway, after it (once the
+    server settled), and an idle stretch whose rate is taken off every span in
+    proportion to its length. `origin` is before the warm-up and `flushed` after
+    a FLUSHALL that followed the run: what the program holds then, that it did
+    not hold at the origin, is neither temporary nor stored data."""
 
     before: ShimSnapshot
     after: ShimSnapshot
-    seconds: float
     idle_before: ShimSnapshot | None = None
     idle_after: ShimSnapshot | None = None
-    idle_seconds: float = 0.0
+    middle: ShimSnapshot | None = None
+    origin: ShimSnapshot | None = None
+    flushed: ShimSnapshot | None = None
 
-    def _deltas(self, table: str, names: list[str]) -> dict[int, dict[str, float]]:
-        """Per row of a table (layers or sites): after - before - idle allowance."""
-        after, before = _rows(self.after, table), _rows(self.before, table)
-        idle_after = _rows(self.idle_after, table) if self.idle_after else {}
+    @property
+    def seconds(self) -> float:
+        return self.after.time - self.before.time
+
+    @property
+    def idle_seconds(self) -> float:
+        return self.idle_after.time - self.idle_before.time if self.idle_before and self.idle_after else 0.0
+
+    def deltas(self, table: str, names: list[str], start: ShimSnapshot | None = None,
+               end: ShimSnapshot | None = None) -> dict[int, dict[str, float]]:
+        """Per row of a table (layers or sites): end - start - the idle allowance for that span."""
+        start, end = start or self.before, end or self.after
+        scale = (end.time - start.time) / self.idle_seconds if self.idle_seconds > 0 else 0.0
+        idle_rows = _rows(self.idle_after, table) if self.idle_after and scale else {}
         idle_before = _rows(self.idle_before, table) if self.idle_before else {}
-        scale = self.seconds / self.idle_seconds if self.idle_seconds > 0 else 0.0
-        deltas = {}
-        for index, row in after.items():
-            idle = {}
-            if scale and index in idle_after:
-                idle = {k: v * scale for k, v in _minus(idle_after[index], idle_before.get(index), {}, names).items()}
-            deltas[index] = _minus(row, before.get(index), idle, names)
-        return deltas
+        begun = _rows(start, table)
+        result = {}
+        for index, row in _rows(end, table).items():
+            delta = _difference(row, begun.get(index), names)
+            if index in idle_rows:
+                idle = _difference(idle_rows[index], idle_before.get(index), names)
+                delta = {name: value - idle[name] * scale for name, value in delta.items()}
+            result[index] = delta
+        return result
 
     def layer_deltas(self) -> dict[int, dict[str, float]]:
-        return self._deltas("layers", _LAYER_COUNTS)
+        return self.deltas("layers", _LAYER_COUNTS)
 
-    def site_deltas(self) -> dict[int, dict[str, float]]:
-        return {index: delta for index, delta in self._deltas("sites", _SITE_COUNTS).items()
-                if delta["allocs"] > 0 or delta["frees"] > 0}
+    def site_deltas(self, start: ShimSnapshot | None = None, end: ShimSnapshot | None = None) -> dict[int, dict]:
+        """Sites where anything moved: allocations, frees, or bytes alone (a block resized in place)."""
+        return {index: delta for index, delta in self.deltas("sites", _SITE_COUNTS, start, end).items()
+                if any(abs(value) > 1e-9 for value in delta.values())}
 
     def size_class_deltas(self) -> list[float]:
-        idle_scale = self.seconds / self.idle_seconds if self.idle_seconds > 0 else 0.0
+        scale = self.seconds / self.idle_seconds if self.idle_seconds > 0 else 0.0
         result = []
         for index, count in enumerate(self.after.size_classes):
             idle = 0.0
-            if self.idle_before and self.idle_after and idle_scale:
-                idle = (self.idle_after.size_classes[index] - self.idle_before.size_classes[index]) * idle_scale
+            if self.idle_before and self.idle_after and scale:
+                idle = (self.idle_after.size_classes[index] - self.idle_before.size_classes[index]) * scale
             result.append(count - self.before.size_classes[index] - idle)
         return result
 
@@ -130,6 +178,9 @@ class LayerUsage:
     remaps_per_request: float
     live_bytes_growth: int
     peak_live_bytes: int
+    # Gives its blocks back all at once (an arena reset, a rewound buffer), not one by one.
+    releases_en_bloc: bool = False
+    releases_per_request: float = 0.0
 
 
 @dataclass
@@ -153,6 +204,10 @@ class CallSite:
     retained_bytes_per_request: float
     average_bytes: float
     max_bytes: int
+    # Retained in each half of the run (None without a halfway snapshot); and held after
+    # FLUSHALL of what the warm-up and the run added, per request of both (None without FLUSHALL).
+    retained_halves: tuple[float, float] | None = None
+    kept_bytes_per_request: float | None = None
 
 
 @dataclass
@@ -162,7 +217,37 @@ class Flag:
     file: str | None
     line: int | None
     value: float
-    message: str
+    # Per request: for small, allocations; for large, bytes each; for growth, bytes kept.
+    layer: str | None = None
+
+
+@dataclass
+class Loss:
+    """What one of the shim's fixed tables could not hold over the run.
+
+    `table` is `layers` (calls not counted at all: every figure is a lower
+    bound), `sites` (allocations in the totals but in no call site: the sites
+    and retained bytes miss up to `bytes`), `live` (blocks whose frees cannot
+    be credited to their site: retained bytes may be overstated by up to
+    `bytes`) or `untracked-frees` (frees of blocks the live table did not hold).
+    """
+
+    table: str
+    count: int
+    bytes: int
+    capacity: int | None
+
+
+@dataclass
+class Keys:
+    """The server's key count (DBSIZE) around the measured run, when it answers DBSIZE."""
+
+    before: int
+    after: int
+
+    @property
+    def new(self) -> int:
+        return self.after - self.before
 
 
 @dataclass
@@ -174,7 +259,13 @@ class AllocationAnalysis:
     large_allocs_per_request: float
     sites: list[CallSite]
     flags: list[Flag]
-    losses: dict[str, int] = field(default_factory=dict)
+    losses: list[Loss] = field(default_factory=list)
+    # Held after FLUSHALL of what the warm-up and the run added, per request of both: neither
+    # temporary nor stored data (None: no FLUSHALL answer).
+    kept_bytes_per_request: float | None = None
+    keys: Keys | None = None
+    # Retained bytes over the keys the run added (None: no new key, or no DBSIZE).
+    retained_bytes_per_new_key: float | None = None
 
 
 def _size_class_bounds(index: int) -> tuple[int, int]:
@@ -182,10 +273,12 @@ def _size_class_bounds(index: int) -> tuple[int, int]:
 
 
 def format_bytes(count: float) -> str:
+    sign = "-" if count < 0 else ""
+    count = abs(count)
     for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if abs(count) >= size:
-            return f"{count / size:.1f} {unit}"
-    return f"{count:.0f} B"
+        if count >= size:
+            return f"{sign}{count / size:.1f} {unit}"
+    return f"{sign}{count:.0f} B" if count >= 10 or count == 0 else f"{sign}{count:.1f} B"
 
 
 def _frame_text(frame: SourceFrame) -> str:
@@ -212,52 +305,99 @@ def attribute(site: SiteCounters, locations: dict[int, tuple[SourceFrame, ...]])
     return logical[0], []
 
 
-def analyse(window: Window, requests: int, symbolizer: Symbolizer, bias: int = 0) -> AllocationAnalysis:
+class SiteNames:
+    """Symbolised call sites of one snapshot: layer names, the retained rule, and each site's line."""
+
+    def __init__(self, snapshot: ShimSnapshot, symbolizer: Symbolizer, bias: int,
+                 sites: Iterable[int] | None = None) -> None:
+        self.snapshot, self.bias = snapshot, bias
+        self.symbols = [symbolizer.symbol(layer.alloc_fn - bias) or hex(layer.alloc_fn) for layer in snapshot.layers]
+        self.layers = [layer_name(symbolizer.symbol(layer.alloc_fn - bias)) for layer in snapshot.layers]
+        self.rule = RetainedRule.of(snapshot, self.layers)
+        wanted = snapshot.sites if sites is None else sites
+        self.locations = symbolizer.locate(
+            {frame - 1 - bias for index in wanted for frame in snapshot.sites[index].frames if frame})
+
+    def layer(self, index: int | None) -> str | None:
+        return self.layers[index] if index is not None and index < len(self.layers) else None
+
+    def counts(self, site: SiteCounters) -> bool:
+        return self.rule.counts(site.layer, site.parent_layer)
+
+    def attribute(self, site: SiteCounters) -> tuple[SourceFrame, list[str]]:
+        return attribute(replace(site, frames=tuple(frame - self.bias for frame in site.frames)), self.locations)
+
+    def key(self, site: SiteCounters) -> tuple[str, str | None, int | None, str, str | None]:
+        frame, _ = self.attribute(site)
+        layer = self.layer(site.layer) or "unknown"
+        return frame.function, frame.file, frame.line, layer, self.layer(site.parent_layer)
+
+
+def _retained(deltas: dict[int, dict], names: SiteNames) -> dict[int, float]:
+    return {index: delta["alloc_bytes"] - delta["free_bytes"] for index, delta in deltas.items()
+            if names.counts(names.snapshot.sites[index])}
+
+
+def analyse(window: Window, requests: int, symbolizer: Symbolizer, bias: int = 0,
+            halves: tuple[int, int] | None = None, keys: Keys | None = None,
+            warmup: int = 0) -> AllocationAnalysis:
+    """`halves` are the requests before and after `window.middle`; `warmup` the requests between
+    `window.origin` and `window.before`."""
     after = window.after
-    names = [layer_name(symbolizer.symbol(layer.alloc_fn - bias)) for layer in after.layers]
-    symbols = [symbolizer.symbol(layer.alloc_fn - bias) or hex(layer.alloc_fn) for layer in after.layers]
-    before_layers = window.before.layers
-    layer_deltas = window.layer_deltas()
+    deltas = window.site_deltas()
+    kept_deltas = window.site_deltas(window.origin, window.flushed) if window.origin and window.flushed else None
+    names = SiteNames(window.flushed or after, symbolizer, bias, {*deltas, *(kept_deltas or {})})
     per = 1.0 / max(requests, 1)
+    per_kept = 1.0 / max(requests + warmup, 1)
+    layer_deltas = window.layer_deltas()
 
     by_layer = []
     for index, delta in layer_deltas.items():
         layer = after.layers[index]
-        live_before = before_layers[index].live_bytes if index < len(before_layers) else 0
+        live_before = window.before.layers[index].live_bytes if index < len(window.before.layers) else 0
         by_layer.append(LayerUsage(
-            layer=names[index],
-            symbol=symbols[index],
+            layer=names.layers[index],
+            symbol=names.symbols[index],
             allocs_per_request=delta["allocs"] * per,
             nested_allocs_per_request=delta["nested_allocs"] * per,
-            bytes_per_request=delta["alloc_bytes"] * per,
-            # Every free this layer served, including its users' backing frees.
+            # Every byte and free this layer served, its users' backing calls included.
+            bytes_per_request=(delta["alloc_bytes"] + delta["nested_alloc_bytes"]) * per,
             frees_per_request=(delta["frees"] + delta["nested_frees"]) * per,
-            resizes_per_request=(delta["resizes_in_place"] + delta["resizes_refused"]) * per,
-            remaps_per_request=(delta["remaps_in_place"] + delta["remaps_moved"] + delta["remaps_refused"]) * per,
+            resizes_per_request=sum(delta[f"{kind}resizes_{how}"] for kind in ("", "nested_")
+                                    for how in ("in_place", "refused")) * per,
+            remaps_per_request=sum(delta[f"{kind}remaps_{how}"] for kind in ("", "nested_")
+                                   for how in ("in_place", "moved", "refused")) * per,
             live_bytes_growth=_signed(layer.live_bytes) - _signed(live_before),
             peak_live_bytes=layer.peak_live_bytes,
+            releases_en_bloc=index in names.rule.en_bloc,
+            releases_per_request=delta["reissues"] * per,
         ))
     by_layer.sort(key=lambda usage: -(usage.allocs_per_request + usage.nested_allocs_per_request))
 
-    # Sites, symbolised (relocated to link-time addresses) and grouped by attributed line.
-    deltas = window.site_deltas()
-    addresses = {frame - 1 - bias for index in deltas for frame in after.sites[index].frames if frame}
-    locations = symbolizer.locate(addresses)
-    grouped: dict[tuple, dict] = defaultdict(lambda: {"allocs": 0.0, "alloc_bytes": 0.0, "retained": 0.0,
-                                                      "max": 0, "inlined": None})
-    for index, delta in deltas.items():
-        site = after.sites[index]
-        relocated = replace(site, frames=tuple(frame - bias for frame in site.frames))
-        frame, chain = attribute(relocated, locations)
-        layer = names[site.layer] if site.layer < len(names) else "unknown"
-        parent = names[site.parent_layer] if site.parent_layer is not None and site.parent_layer < len(names) else None
-        key = (frame.function, frame.file, frame.line, layer, parent)
+    retained = _retained(deltas, names)
+    halves_retained = None
+    if window.middle is not None and halves is not None:
+        halves_retained = (_retained(window.site_deltas(window.before, window.middle), names),
+                           _retained(window.site_deltas(window.middle, window.after), names))
+    kept = _retained(kept_deltas, names) if kept_deltas is not None else None
+
+    grouped: dict[tuple, dict] = defaultdict(lambda: {"allocs": 0.0, "alloc_bytes": 0.0, "retained": 0.0, "max": 0,
+                                                      "inlined": None, "halves": [0.0, 0.0], "kept": 0.0})
+    for index in {*deltas, *(kept or {})}:
+        site = names.snapshot.sites[index]
+        delta = deltas.get(index, {"allocs": 0.0, "alloc_bytes": 0.0})
+        key = names.key(site)
         entry = grouped[key]
         entry["allocs"] += delta["allocs"]
         entry["alloc_bytes"] += delta["alloc_bytes"]
-        if counts_as_retained(layer, parent):
-            entry["retained"] += delta["alloc_bytes"] - delta["free_bytes"]
-        entry["max"] = max(entry["max"], site.max_size if delta["allocs"] > 0 else 0)
+        entry["retained"] += retained.get(index, 0.0)
+        if halves_retained is not None:
+            entry["halves"][0] += halves_retained[0].get(index, 0.0)
+            entry["halves"][1] += halves_retained[1].get(index, 0.0)
+        if kept is not None:
+            entry["kept"] += kept.get(index, 0.0)
+        entry["max"] = max(entry["max"], site.max_size)
+        _, chain = names.attribute(site)
         if entry["inlined"] is None or len(chain) > len(entry["inlined"]):
             entry["inlined"] = chain
 
@@ -269,35 +409,34 @@ def analyse(window: Window, requests: int, symbolizer: Symbolizer, bias: int = 0
             retained_bytes_per_request=entry["retained"] * per,
             average_bytes=entry["alloc_bytes"] / entry["allocs"] if entry["allocs"] > 0 else 0.0,
             max_bytes=entry["max"],
+            retained_halves=(entry["halves"][0] / max(halves[0], 1), entry["halves"][1] / max(halves[1], 1))
+            if halves_retained is not None and halves is not None else None,
+            kept_bytes_per_request=entry["kept"] * per_kept if kept is not None else None,
         )
         for (function, file, line, layer, parent), entry in grouped.items()
-        if entry["allocs"] > 0.5 or abs(entry["retained"]) > 0
+        if entry["allocs"] > 0.5 or abs(entry["retained"]) > 0 or abs(entry["kept"]) >= 1
     ]
     sites.sort(key=lambda s: (-s.allocs_per_request, -s.bytes_per_request, s.function))
 
     program = list(layer_deltas.values())
-    allocs = sum(d["allocs"] for d in program)
-    # Layer bytes include what allocators took from their backing allocators.
-    nested_bytes = sum(d["alloc_bytes"] for i, d in deltas.items() if after.sites[i].parent_layer is not None)
-    program_bytes = sum(d["alloc_bytes"] for d in program) - nested_bytes
-    retained = sum(s.retained_bytes_per_request for s in sites) / per
+    program_bytes = sum(d["alloc_bytes"] for d in program)
+    retained_total = sum(retained.values())
     classes = window.size_class_deltas()
     size_classes = [
         SizeClass(_size_label(i), *_size_class_bounds(i), count * per) for i, count in enumerate(classes) if count > 0.5
     ]
     per_request = PerRequest(
-        allocs=allocs * per,
+        allocs=sum(d["allocs"] for d in program) * per,
         frees=sum(d["frees"] for d in program) * per,
         resizes=sum(d["resizes_in_place"] + d["resizes_refused"] for d in program) * per,
         remaps=sum(d["remaps_in_place"] + d["remaps_moved"] + d["remaps_refused"] for d in program) * per,
         bytes_allocated=program_bytes * per,
-        bytes_retained=retained * per,
-        bytes_temporary=max(program_bytes - max(retained, 0.0), 0.0) * per,
+        bytes_retained=retained_total * per,
+        bytes_temporary=max(program_bytes - max(retained_total, 0.0), 0.0) * per,
         nested_allocs=sum(d["nested_allocs"] for d in program) * per,
     )
     small = sum(c * per for i, c in enumerate(classes) if i > 0 and _size_class_bounds(i)[1] < SMALL_BYTES)
     large = sum(c * per for i, c in enumerate(classes) if _size_class_bounds(i)[0] >= LARGE_BYTES)
-    losses = {name: value for name, value in after.losses.__dict__.items() if value}
     return AllocationAnalysis(
         per_request=per_request,
         by_layer=by_layer,
@@ -306,8 +445,24 @@ def analyse(window: Window, requests: int, symbolizer: Symbolizer, bias: int = 0
         large_allocs_per_request=large,
         sites=sites,
         flags=find_flags(sites, per_request),
-        losses=losses,
+        losses=losses_of(window.after, window.before),
+        kept_bytes_per_request=sum(kept.values()) * per_kept if kept is not None else None,
+        keys=keys,
+        retained_bytes_per_new_key=retained_total / keys.new if keys is not None and keys.new > 0 else None,
     )
+
+
+def losses_of(end: ShimSnapshot, start: ShimSnapshot | None = None) -> list[Loss]:
+    """What the shim's tables could not hold between two snapshots (since it attached, without `start`)."""
+    deltas = {name: int(value) for name, value in _difference(end.losses, start.losses if start else None,
+                                                              _LOSS_COUNTS).items()}
+    capacities = end.capacities
+    tables = (("layers", "layers_dropped", "layers_dropped_bytes", capacities.layers),
+              ("sites", "sites_dropped", "sites_dropped_bytes", capacities.sites),
+              ("live", "live_table_full", "live_table_full_bytes", capacities.live),
+              ("untracked-frees", "untracked_frees", "untracked_free_bytes", None))
+    return [Loss(table, deltas[count], deltas[size], capacity)
+            for table, count, size, capacity in tables if deltas[count] > 0]
 
 
 def _signed(value: int) -> int:
@@ -321,16 +476,14 @@ def _size_label(index: int) -> str:
     return f"{format_bytes(low)}-{format_bytes(high + 1)}"
 
 
-def counts_as_retained(layer: str, parent: str | None) -> bool:
-    """Memory the program holds: its own non-arena blocks, and what arenas hold.
-
-    Arena blocks are released en bloc by a reset, never one by one, and the
-    blocks an allocator takes from its backing allocator (GPA slabs from the
-    page allocator) would count the same bytes twice.
-    """
-    if parent is None:
-        return layer != ARENA
-    return parent == ARENA
+def is_growth(site: CallSite, total_kept: float) -> bool:
+    """Bytes a site keeps with every request: retained in both halves of the run (a hash
+    map that doubled once grows in one half only) and, when FLUSHALL was answered, not
+    given back by it (stored data is)."""
+    kept = site.kept_bytes_per_request if site.kept_bytes_per_request is not None else site.retained_bytes_per_request
+    if kept < max(GROWTH_FLAG_BYTES, 0.1 * total_kept):
+        return False
+    return site.retained_halves is None or min(site.retained_halves) >= GROWTH_FLAG_BYTES / 2
 
 
 def find_flags(sites: list[CallSite], per_request: PerRequest) -> list[Flag]:
@@ -340,22 +493,20 @@ def find_flags(sites: list[CallSite], per_request: PerRequest) -> list[Flag]:
         if site.nested_in is None and site.layer != ARENA and 0 < site.average_bytes < SMALL_BYTES:
             small[(site.function, site.file, site.line)] += site.allocs_per_request
         if site.nested_in is None and site.max_bytes > LARGE_BYTES and site.allocs_per_request > 0:
-            flags.append(Flag("large", site.function, site.file, site.line, site.average_bytes,
-                              f"{site.allocs_per_request:.2f} allocations of {format_bytes(site.average_bytes)} per "
-                              f"request (over {format_bytes(LARGE_BYTES)}) from {site.layer}"))
+            flags.append(Flag("large", site.function, site.file, site.line, site.average_bytes, site.layer))
     for (function, file, line), count in small.items():
         if count >= SMALL_FLAG_PER_REQUEST:
-            flags.append(Flag("small", function, file, line, count,
-                              f"{count:.1f} allocations under {SMALL_BYTES} B per request from the heap; "
-                              "an arena or a stack buffer would avoid them"))
-    if per_request.bytes_retained >= GROWTH_FLAG_BYTES:
-        keepers = sorted((s for s in sites if s.retained_bytes_per_request > 0),
-                         key=lambda s: -s.retained_bytes_per_request)
-        for site in keepers[:3]:
-            if site.retained_bytes_per_request >= max(GROWTH_FLAG_BYTES, 0.1 * per_request.bytes_retained):
-                flags.append(Flag(
-                    "growth", site.function, site.file, site.line, site.retained_bytes_per_request,
-                    f"keeps {site.retained_bytes_per_request:.1f} B per request that the run did not free"))
+            flags.append(Flag("small", function, file, line, count))
+    keepers = [site for site in sites if (site.kept_bytes_per_request if site.kept_bytes_per_request is not None
+                                          else site.retained_bytes_per_request) > 0]
+    total_kept = sum(site.kept_bytes_per_request if site.kept_bytes_per_request is not None
+                     else site.retained_bytes_per_request for site in keepers)
+    growing = sorted((site for site in keepers if is_growth(site, total_kept)),
+                     key=lambda site: -(site.kept_bytes_per_request or site.retained_bytes_per_request))
+    for site in growing[:3]:
+        value = site.kept_bytes_per_request if site.kept_bytes_per_request is not None \
+            else site.retained_bytes_per_request
+        flags.append(Flag("growth", site.function, site.file, site.line, value, site.layer))
     order = {"large": 0, "growth": 1, "small": 2}
     flags.sort(key=lambda flag: (order[flag.kind], -flag.value))
     return flags

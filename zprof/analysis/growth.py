@@ -1,12 +1,10 @@
 """Memory over time: what the program holds, phase by phase; growth, leaks and RSS.
 
 The sampler records, for every call site of the shim's table, the bytes it
-holds (allocated minus freed). Which sites count is decided afterwards, once
-their stacks are symbolised, with the retained-bytes rules of `allocations`:
-a program's own blocks from any allocator but an arena, and the blocks an
-arena took from its backing allocator. Arena blocks are released en bloc,
-never one by one, and the blocks an allocator takes from the one behind it
-(GPA slabs from the page allocator) would count the same bytes twice.
+holds (allocated minus freed or released). Which sites count is decided
+afterwards, once their stacks are symbolised, with the retained-bytes rule of
+`allocations` (`RetainedRule`), so that every byte counts once whatever the
+shape of the program's allocators.
 
 A leak is growth that FLUSHALL does not give back and that keeps coming with
 the requests: a cache filled once, or a buffer that grew to its working size,
@@ -16,22 +14,14 @@ stays after FLUSHALL too, but not in proportion to the requests.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import ClassVar
 
-from zprof.analysis.allocations import (
-    ARENA,
-    GROWTH_FLAG_BYTES,
-    attribute,
-    counts_as_retained,
-    format_bytes,
-    is_shim_or_api,
-    layer_name,
-)
-from zprof.analysis.symbols import SourceFrame, Symbolizer, display_path, is_std_file
+from zprof.analysis.allocations import GROWTH_FLAG_BYTES, Loss, SiteNames, format_bytes, losses_of
+from zprof.analysis.symbols import Symbolizer, display_path, is_std_file
 from zprof.artifacts import JsonArtifact, TargetInfo
 from zprof.collect.massif import MassifNode, MassifOutput
-from zprof.collect.shim_counters import ShimSnapshot, SiteCounters
+from zprof.collect.shim_counters import ShimSnapshot
 
 SCHEMA = "zprof.memory/1"
 MASSIF_SCHEMA = "zprof.memory.massif/1"
@@ -52,7 +42,6 @@ FLAT_BYTES_PER_REQUEST = 0.5
 # FLUSHALL "gives back" the load's growth from this share of it.
 GIVEN_BACK_TOLERANCE = 0.1
 RETAINED_SITES = 5
-_ARENA_FILE = "std/heap/arena_allocator.zig"
 
 
 # What the command records ---------------------------------------------------
@@ -80,6 +69,9 @@ class Phase:
     start: float
     end: float
     requests: int
+    # The server's key count (DBSIZE) when a load phase began and ended; None when not asked or not answered.
+    keys_before: int | None = None
+    keys_after: int | None = None
 
 
 @dataclass
@@ -121,6 +113,9 @@ class PhaseGrowth:
     end_bytes: int
     bytes_per_second: float
     bytes_per_request: float
+    new_keys: int | None = None  # keys the phase added (DBSIZE), when the server answers DBSIZE
+    # What the phase's live bytes grew by, over its new keys; None without new keys.
+    bytes_per_new_key: float | None = None
 
 
 @dataclass
@@ -194,51 +189,16 @@ class MemoryAnalysis:
     leak: Leak
     rss: RssReport
     verdicts: list[Verdict]
-    losses: dict[str, int] = field(default_factory=dict)
+    losses: list[Loss] = field(default_factory=list)
 
 
 # Which sites count -------------------------------------------------------------
-@dataclass
-class _Sites:
-    counted: set[int]
-    layers: list[str]
-    locations: dict[int, tuple[SourceFrame, ...]]
-    bias: int
+class _Sites(SiteNames):
+    """The final snapshot's sites, named, and those whose held bytes count as the program's."""
 
-    def attribute(self, site: SiteCounters) -> tuple[SourceFrame, list[str]]:
-        return attribute(replace(site, frames=tuple(f - self.bias for f in site.frames)), self.locations)
-
-    def layer(self, site: SiteCounters) -> str:
-        return _layer_of(self.layers, site.layer) or "unknown"
-
-
-def _layer_of(layers: list[str], index: int | None) -> str | None:
-    return layers[index] if index is not None and index < len(layers) else None
-
-
-def _made_by_arena(site: SiteCounters, locations: dict[int, tuple[SourceFrame, ...]], bias: int) -> bool:
-    """A call the arena's own code made, rather than one its backing allocator made in turn."""
-    for address in site.frames[1:]:
-        for frame in locations.get(address - 1 - bias, ()):
-            if not is_shim_or_api(frame):
-                return bool(frame.file) and frame.file.endswith(_ARENA_FILE)  # type: ignore[union-attr]
-    return False
-
-
-def classify_sites(snapshot: ShimSnapshot, symbolizer: Symbolizer, bias: int = 0) -> _Sites:
-    layers = [layer_name(symbolizer.symbol(layer.alloc_fn - bias)) for layer in snapshot.layers]
-    locations = symbolizer.locate({frame - 1 - bias for site in snapshot.sites.values() for frame in site.frames})
-    counted = set()
-    for index, site in snapshot.sites.items():
-        parent = _layer_of(layers, site.parent_layer)
-        if not counts_as_retained(_layer_of(layers, site.layer) or "unknown", parent):
-            continue
-        # The shim names the outermost layer as the parent: under an arena
-        # backed by a GPA, the GPA's own page blocks would also say "arena".
-        if parent == ARENA and not _made_by_arena(site, locations, bias):
-            continue
-        counted.add(index)
-    return _Sites(counted, layers, locations, bias)
+    def __init__(self, snapshot: ShimSnapshot, symbolizer: Symbolizer, bias: int) -> None:
+        super().__init__(snapshot, symbolizer, bias)
+        self.counted = {index for index, site in snapshot.sites.items() if self.counts(site)}
 
 
 # The analysis -----------------------------------------------------------------
@@ -266,11 +226,15 @@ def _phase_growth(phase: Phase, points: list[int], samples: list[Sample]) -> Pha
     if not chosen:
         return PhaseGrowth(phase.label, phase.command, phase.end - phase.start, phase.requests, 0, 0, 0.0, 0.0)
     live = [s.live_bytes for s in chosen]
+    new_keys = (phase.keys_after - phase.keys_before
+                if phase.keys_before is not None and phase.keys_after is not None else None)
     return PhaseGrowth(
         phase=phase.label, command=phase.command, seconds=round(phase.end - phase.start, 3), requests=phase.requests,
         start_bytes=live[0], end_bytes=live[-1],
         bytes_per_second=_slope([s.time for s in chosen], live),
         bytes_per_request=_slope([s.requests for s in chosen], live),
+        new_keys=new_keys,
+        bytes_per_new_key=(live[-1] - live[0]) / new_keys if new_keys else None,
     )
 
 
@@ -324,7 +288,7 @@ def _growing_sites(raw: list[RawSample], phases: list[Phase], candidates: set[in
 
 
 def analyse(recording: Recording, symbolizer: Symbolizer, bias: int = 0) -> MemoryAnalysis:
-    sites = classify_sites(recording.final, symbolizer, bias)
+    sites = _Sites(recording.final, symbolizer, bias)
     raw, phases = recording.samples, recording.phases
     wanted = {i for kind in (IDLE, AFTER_FLUSH) if (i := _last_of(raw, kind, phases)) is not None}
     wanted |= {i for phase in phases if phase.kind == LOAD for span in _halves(raw, phase) for i in span}
@@ -337,7 +301,7 @@ def analyse(recording: Recording, symbolizer: Symbolizer, bias: int = 0) -> Memo
     growth = _growth(raw, samples, phases)
     leak = _leak(recording, samples, sites, held_at)
     rss = _rss(raw, samples, phases)
-    losses = {name: value for name, value in recording.final.losses.__dict__.items() if value}
+    losses = losses_of(recording.final)
     return MemoryAnalysis(samples, phases, growth, leak, rss, _verdicts(growth, leak, rss, recording), losses)
 
 
@@ -390,7 +354,7 @@ def _group_sites(indices: set[int], kept: dict[int, int], sites: _Sites, final: 
     for index in indices:
         site = final.sites[index]
         frame, chain = sites.attribute(site)
-        key = (frame.function, frame.file, frame.line, sites.layer(site))
+        key = (frame.function, frame.file, frame.line, sites.layer(site.layer) or "unknown")
         entry = grouped.setdefault(key, LeakSite(*key[:3], chain, key[3], 0.0, 0))
         entry.retained_bytes += kept[index]
         entry.bytes_per_request = entry.retained_bytes * per
@@ -550,6 +514,7 @@ class MemoryLoad:
     first_error: str | None
     seconds: float  # of load, warm-up included
     interval: float  # between samples (the shim engine), or 0
+    error_share: float = 0.0  # of the requests, those answered with an error
 
 
 @dataclass

@@ -10,17 +10,21 @@ from __future__ import annotations
 import mmap
 import os
 import struct
+import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 from zprof.errors import EXIT_TARGET, ZprofError
 
 MAGIC = 0x314853464F52505A  # "ZPROFSH1"
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 # Sparse: only the pages the hook touches use memory or disk.
 FILE_SIZE = 256 * 1024 * 1024
 NO_LAYER = (1 << 64) - 1
-
+# Settling: the server is quiet once its allocators saw no call for this long.
+SETTLE_QUIET_S = 0.1
+SETTLE_POLL_S = 0.02
+SETTLE_LIMIT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -37,7 +41,7 @@ class Header:
     site_depth: int
     live_capacity: int
     size_class_count: int
-    counters_offset: int
+    losses_offset: int
     size_classes_offset: int
     layers_offset: int
     sites_offset: int
@@ -49,21 +53,35 @@ class Header:
 
 @dataclass(frozen=True)
 class LayerCounters:
+    """`Layer` in zprof_hooks.zig, flattened: the calls from program code, then (`nested_*`)
+    the calls other allocators made to this one, then the layer's own figures."""
+
     alloc_fn: int
     allocs: int
-    nested_allocs: int
-    alloc_bytes: int
+    alloc_bytes: int  # with what blocks grew by in resizes and remaps
     alloc_failures: int
     frees: int
-    nested_frees: int
-    free_bytes: int
-    live_bytes: int
-    peak_live_bytes: int
+    free_bytes: int  # with what blocks shrank by in resizes and remaps
     resizes_in_place: int
     resizes_refused: int
     remaps_in_place: int
     remaps_moved: int
     remaps_refused: int
+    nested_allocs: int
+    nested_alloc_bytes: int
+    nested_alloc_failures: int
+    nested_frees: int
+    nested_free_bytes: int
+    nested_resizes_in_place: int
+    nested_resizes_refused: int
+    nested_remaps_in_place: int
+    nested_remaps_moved: int
+    nested_remaps_refused: int
+    live_bytes: int
+    peak_live_bytes: int
+    # Blocks handed out again at a live block's address without a free: released en bloc.
+    reissues: int
+    reissued_bytes: int
 
 
 @dataclass(frozen=True)
@@ -81,10 +99,25 @@ class SiteCounters:
 
 @dataclass(frozen=True)
 class LossCounters:
+    """`Losses` in zprof_hooks.zig: what the shim's tables could not hold, as calls and bytes."""
+
     untracked_frees: int
+    untracked_free_bytes: int
     live_table_full: int
+    live_table_full_bytes: int
     sites_dropped: int
+    sites_dropped_bytes: int
     layers_dropped: int
+    layers_dropped_bytes: int
+
+
+@dataclass(frozen=True)
+class Capacities:
+    """How many layers, sites and live blocks the shim's tables hold in this run."""
+
+    layers: int
+    sites: int
+    live: int
 
 
 @dataclass(frozen=True)
@@ -94,6 +127,15 @@ class ShimSnapshot:
     sites: dict[int, SiteCounters]
     size_classes: list[int]
     losses: LossCounters
+    capacities: Capacities
+    time: float = 0.0  # time.monotonic() when it was read
+
+
+def _activity(snapshot: ShimSnapshot) -> int:
+    """How many allocator calls the snapshot has seen, of every kind."""
+    return sum(layer.allocs + layer.nested_allocs + layer.frees + layer.nested_frees + layer.resizes_in_place
+               + layer.nested_resizes_in_place + layer.remaps_in_place + layer.remaps_moved
+               + layer.nested_remaps_in_place + layer.nested_remaps_moved for layer in snapshot.layers)
 
 
 def create_counter_file(path: Path) -> Path:
@@ -170,8 +212,9 @@ class ShimCounters:
         assert self._map is not None
         header, view = self._header, self._map
         assert header is not None
+        taken = time.monotonic()
         try:
-            losses = LossCounters(*struct.unpack_from("<4Q", view, header.counters_offset))
+            losses = LossCounters(*struct.unpack_from(f"<{_n_fields(LossCounters)}Q", view, header.losses_offset))
             size_classes = list(
                 struct.unpack_from(f"<{header.size_class_count}Q", view, header.size_classes_offset)
             )
@@ -204,8 +247,25 @@ class ShimCounters:
         except (struct.error, ValueError) as error:
             raise self._corrupt(str(error)) from error
         return ShimSnapshot(
-            pid=header.attached_pid, layers=layers, sites=sites, size_classes=size_classes, losses=losses
+            pid=header.attached_pid, layers=layers, sites=sites, size_classes=size_classes, losses=losses,
+            capacities=Capacities(header.layer_capacity, header.site_capacity, header.live_capacity), time=taken,
         )
+
+    def settled_snapshot(self, quiet_s: float = SETTLE_QUIET_S, limit_s: float = SETTLE_LIMIT_S) -> ShimSnapshot:
+        """A snapshot once the server stopped calling its allocators for `quiet_s` (or after
+        `limit_s`): a server may free a request's buffers just after it sent the reply."""
+        deadline = time.monotonic() + limit_s
+        previous = self.snapshot()
+        quiet_since = previous.time
+        while previous.time < deadline:
+            time.sleep(SETTLE_POLL_S)
+            current = self.snapshot()
+            if _activity(current) != _activity(previous):
+                quiet_since = current.time
+            elif current.time - quiet_since >= quiet_s:
+                return current
+            previous = current
+        return previous
 
     def close(self) -> None:
         if self._map is not None:

@@ -18,6 +18,7 @@ import click
 from rich.console import Console
 
 from zprof.errors import ZprofError
+from zprof.load.calibration import MIN_TRIAL_SECONDS
 from zprof.server import DEFAULT_START_COMMAND, READY_TIMEOUT_S, ServerSpec
 from zprof.target import shim
 from zprof.target.build import BuildRequest, BuildResult, build, cache_root
@@ -64,6 +65,14 @@ def target_options(command: Callable[..., Any]) -> Callable[..., Any]:
     for decorator in reversed(decorators):
         with_target = decorator(with_target)
     return with_target
+
+
+def min_trial_seconds_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """`--min-trial-seconds`, for the commands whose trials are timed (zprof.load.calibration)."""
+    return click.option(
+        "--min-trial-seconds", default=MIN_TRIAL_SECONDS, show_default=True, type=click.FloatRange(0.1, 3600),
+        help="Every timed trial lasts at least this long: a shorter one is lengthened (and the report says so), "
+             "and no rate comes from a shorter run.")(command)
 
 
 def build_target(options: TargetOptions, console: Console, *, with_shim: bool, shim_variant: str = shim.COUNTING,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,13 +11,14 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from zprof.analysis.allocations import Window, analyse
+from zprof.analysis.allocations import Keys, Window, analyse
 from zprof.analysis.symbols import Symbolizer
 from zprof.artifacts import AllocsRun, LoadInfo, MemoryGrowth, TargetInfo
 from zprof.collect import process
 from zprof.collect.shim_counters import ShimCounters, create_counter_file
 from zprof.commands._target import TargetOptions, build_target, run_directory, server_spec, target_options
 from zprof.errors import EXIT_TARGET, ZprofError
+from zprof.load.calibration import rate
 from zprof.load.driver import LoadError, LoadResult, LoadSession, Workload
 from zprof.load.probe import check_command, probe
 from zprof.load.workloads import DEFAULT_KEYSPACE, workload_for
@@ -40,6 +40,9 @@ class Measurement:
     rss_before: int | None
     rss_after: int | None
     bias: int
+    halves: tuple[int, int] | None  # requests before and after the halfway snapshot
+    keys: Keys | None
+    flush_error: str | None  # why FLUSHALL gave nothing to compare with; None when it did
     error: ZprofError | None = None
 
 
@@ -91,11 +94,20 @@ def allocs_command(
             )
         counters.close()
 
+    load = measurement.load
+    if load.requests and load.errors == load.requests:
+        raise ZprofError(
+            f"every one of the {load.requests:,} measured {workload.command} requests got an error reply, so "
+            f"their allocations are not the command's cost; the first: {load.first_error}",
+            detail="Check the request (--args) against what the server implements.", exit_code=EXIT_TARGET)
     with Symbolizer(built.binary, cache_root() / "symbols") as symbolizer:
         if not symbolizer.has_debug_info:
             notes.append("The binary has no DWARF debug info: call sites show function names only.")
-        analysis = analyse(measurement.window, measurement.load.requests, symbolizer, measurement.bias)
-    load = measurement.load
+        analysis = analyse(measurement.window, load.requests, symbolizer, measurement.bias, measurement.halves,
+                           measurement.keys, measurement.warmup)
+    if measurement.flush_error is not None:
+        notes.append(f"FLUSHALL could not show which retained bytes were stored data ({measurement.flush_error}): "
+                     "growth flags then count stored data too.")
     run = AllocsRun(
         command=workload.command,
         args=[arg.decode() for arg in workload.args],
@@ -104,25 +116,28 @@ def allocs_command(
                           build_cached=built.cached, build_seconds=round(built.seconds, 2),
                           build_warnings=built.warnings),
         load=LoadInfo(clients=clients, pipeline=pipeline, warmup_requests=measurement.warmup,
-                      seconds=round(load.seconds, 4), requests_per_second=round(load.rps, 1), errors=load.errors,
+                      seconds=round(load.seconds, 4), requests_per_second=_rounded(rate(load.requests, load.seconds)),
+                      errors=load.errors, error_share=round(load.errors / load.requests, 4) if load.requests else 0.0,
                       first_error=load.first_error, idle_seconds=round(measurement.window.idle_seconds, 3)),
         analysis=analysis,
         growth=MemoryGrowth(
-            live_bytes=sum(u.live_bytes_growth for u in analysis.by_layer if u.layer != "arena"),
+            live_bytes=round(analysis.per_request.bytes_retained * load.requests),
             rss_bytes=(measurement.rss_after - measurement.rss_before)
             if measurement.rss_after is not None and measurement.rss_before is not None else None,
         ),
         notes=notes,
         complete=measurement.error is None,
     )
-    if load.errors:
-        notes.append(f"{load.errors} request(s) got an error reply, the first: {load.first_error}")
     render_allocs(run, console)
     if json_path is not None:
         run.write_json(json_path)
         console.print(f"JSON report written to {json_path}")
     if measurement.error is not None:
         raise measurement.error
+
+
+def _rounded(value: float | None) -> float | None:
+    return round(value, 1) if value is not None else None
 
 
 async def _measure(
@@ -136,8 +151,9 @@ async def _measure(
     binary: Path,
     console: Console,
 ) -> Measurement:
-    """Warm up, watch the idle server, then measure; all on one set of connections,
-    so that neither connection set-up nor teardown lands in a window."""
+    """Warm up, watch the idle server, then measure in two halves on keys the warm-up never
+    made; let the server settle, count its keys, and see what FLUSHALL gives back. All on one
+    set of connections, so that neither connection set-up nor teardown lands in a window."""
     session = LoadSession(HOST, server.port, clients)
     await session.connect()
     error: ZprofError | None = None
@@ -145,10 +161,12 @@ async def _measure(
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeRemainingColumn(), console=console, transient=True) as bar:
             expected_seconds = 1.0
+            origin = counters.settled_snapshot() if counters.attached() else None
             if warmup:
                 task = bar.add_task("warm-up", total=warmup)
                 try:
-                    warm = await _run(session, workload, warmup, pipeline, server, lambda n: bar.advance(task, n))
+                    warm = await _run(session, workload.with_key_range(0), warmup, pipeline, server,
+                                      lambda n: bar.advance(task, n))
                 except _Interrupted as interrupted:
                     raise interrupted.error from None
                 expected_seconds = warm.seconds * requests / max(warm.requests, 1)
@@ -162,25 +180,44 @@ async def _measure(
             idle_seconds = min(max(expected_seconds, MIN_IDLE_WINDOW_S), MAX_IDLE_WINDOW_S)
             bar.add_task(f"idle for {idle_seconds:.1f} s", total=None)
             idle_before = counters.snapshot()
-            started = time.monotonic()
             await asyncio.sleep(idle_seconds)
             idle_after = counters.snapshot()
-            idle_seconds = time.monotonic() - started
 
+            keys_before = await session.key_count()
             rss_before = _rss(server)
-            before = counters.snapshot()
+            measured = workload.with_key_range(1)
             task = bar.add_task(f"{workload.command} x {requests:,}", total=requests)
-            try:
-                result = await _run(session, workload, requests, pipeline, server, lambda n: bar.advance(task, n))
-            except _Interrupted as interrupted:
-                result, error = interrupted.result, interrupted.error
-            after = counters.snapshot()
+            before = counters.snapshot()
+            result, middle = LoadResult(batch_size=pipeline), before
+            halves = (requests // 2, requests - requests // 2)
+            for half, count in enumerate(halves):
+                try:
+                    result.add(await _run(session, measured, count, pipeline, server,
+                                          lambda n: bar.advance(task, n)))
+                except _Interrupted as interrupted:
+                    result.add(interrupted.result)
+                    error = interrupted.error
+                    break
+                if half == 0:
+                    middle = counters.snapshot()
+            after = counters.settled_snapshot()
             rss_after = _rss(server)
+            flushed, keys, flush_error = None, None, "the run was cut short"
+            if error is None:
+                keys_after = await session.key_count()
+                keys = Keys(keys_before, keys_after) if keys_before is not None and keys_after is not None else None
+                try:
+                    flush_error = await session.flushall()
+                except LoadError as failure:
+                    flush_error = str(failure)
+                flushed = counters.settled_snapshot() if flush_error is None else None
     finally:
         await session.close()
-    window = Window(before=before, after=after, seconds=result.seconds, idle_before=idle_before,
-                    idle_after=idle_after, idle_seconds=idle_seconds)
-    return Measurement(window, result, warmup, rss_before, rss_after, bias, error)
+    complete_halves = halves if error is None else None
+    window = Window(before=before, after=after, idle_before=idle_before, idle_after=idle_after,
+                    middle=middle if complete_halves else None, origin=origin, flushed=flushed)
+    return Measurement(window, result, warmup, rss_before, rss_after, bias, complete_halves, keys, flush_error,
+                       error)
 
 
 class _Interrupted(Exception):

@@ -37,11 +37,13 @@ from zprof.commands._target import (
     TargetOptions,
     build_target,
     fresh_output_dir,
+    min_trial_seconds_option,
     run_directory,
     server_spec,
     target_options,
 )
 from zprof.errors import EXIT_TARGET, ZprofError
+from zprof.load.calibration import MIN_TRIAL_SECONDS
 from zprof.load.driver import BATCH_TIMEOUT_S, LoadError, LoadResult, LoadSession, Workload, run_requests
 from zprof.load.probe import check_command, probe
 from zprof.load.workloads import DEFAULT_KEYSPACE, MIXED_COMMANDS, workload_for
@@ -59,7 +61,6 @@ MAX_SAMPLES = 50_000
 SIDE_PHASE_S = (1.0, 5.0)
 # The hook attaches on the server's first allocator call; probes have made some by now.
 ATTACH_WAIT_S = 2.0
-FLUSHALL = Workload((b"FLUSHALL",))
 JSON_FILE = "memory.json"
 
 
@@ -72,15 +73,20 @@ class _Step:
     seconds: float
 
 
-def plan_phases(workloads: list[Workload], mixed: bool, duration: float, interval: float) -> list[_Step]:
+def plan_phases(workloads: list[Workload], mixed: bool, duration: float, interval: float,
+                min_trial_seconds: float = MIN_TRIAL_SECONDS) -> list[_Step]:
     """Idle, warm-up, one load phase per command (the whole mix in the warm-up), after FLUSHALL.
 
-    Every phase lasts at least two intervals, so each has samples of its own.
+    Every phase lasts at least two intervals, so each has samples of its own, and every load phase
+    at least `min_trial_seconds`. Each load phase writes keys no phase before it made, so that what
+    a new key costs shows in it (`Workload.with_key_range`).
     """
     side = max(min(max(duration / 10, SIDE_PHASE_S[0]), SIDE_PHASE_S[1]), 2 * interval)
-    steps = [_Step(IDLE, IDLE, None, [], side), _Step(WARMUP, WARMUP, None, workloads, side)]
-    share = max(duration / len(workloads), 2 * interval) if mixed else duration
-    steps += [_Step(f"{LOAD} {w.command}", LOAD, w.command, [w], share) for w in workloads]
+    steps = [_Step(IDLE, IDLE, None, [], side),
+             _Step(WARMUP, WARMUP, None, [w.with_key_range(0) for w in workloads], side)]
+    share = max(duration / len(workloads) if mixed else duration, 2 * interval, min_trial_seconds)
+    steps += [_Step(f"{LOAD} {w.command}", LOAD, w.command, [w.with_key_range(index)], share)
+              for index, w in enumerate(workloads, 1)]
     steps.append(_Step(AFTER_FLUSH, AFTER_FLUSH, None, [], side))
     return steps
 
@@ -106,9 +112,11 @@ def plan_phases(workloads: list[Workload], mixed: bool, duration: float, interva
               help="massif: run --requests requests under valgrind's massif and report the heap's peak.")
 @click.option("--requests", default=2000, show_default=True, type=click.IntRange(1, 10_000_000),
               help="Requests to run under --engine massif.")
+@min_trial_seconds_option
 def memory_command(target: TargetOptions, command: str | None, workload: str | None, template: str | None,
                    keyspace: int, duration: float, interval: float, clients: int, pipeline: int,
-                   output: Path | None, json_path: Path | None, engine: str, requests: int) -> None:
+                   output: Path | None, json_path: Path | None, engine: str, requests: int,
+                   min_trial_seconds: float) -> None:
     """Memory over time under load: live bytes and RSS by phase, growth, leaks; or massif's peak."""
     if command and workload:
         raise ZprofError("pass --command or --workload, not both")
@@ -135,9 +143,13 @@ def memory_command(target: TargetOptions, command: str | None, workload: str | N
                          f"{MAX_SAMPLES:,} samples", detail=f"Pass --interval {duration / MAX_SAMPLES:.3g} or more.")
     out_dir = fresh_output_dir(output, "memory")
     project, built = build_target(target, console, with_shim=True)
-    steps = plan_phases(workloads, command is None, duration, interval)
+    steps = plan_phases(workloads, command is None, duration, interval, min_trial_seconds)
 
     notes: list[str] = []
+    asked = duration / len(workloads) if command is None else duration
+    if (lengthened := [step for step in steps if step.kind == LOAD and step.seconds > asked]):
+        notes.append(f"Each load phase lasted {lengthened[0].seconds:g} s rather than {asked:g} s (--duration over "
+                     f"{len(workloads)} phases), so that none is shorter than --min-trial-seconds or two intervals.")
     with run_directory("memory") as run_dir:
         counters = ShimCounters(create_counter_file(run_dir / "counters.shm"))
         spec = server_spec(target, built.binary, {shim.ENV_VAR: str(counters.path)})
@@ -156,19 +168,22 @@ def memory_command(target: TargetOptions, command: str | None, workload: str | N
     if recorder.final is None:
         assert recorder.error is not None
         raise recorder.error
+    load = recorder.load
+    if load.requests and load.errors == load.requests:
+        raise ZprofError(f"every one of the {load.requests:,} requests got an error reply, so the memory they "
+                         f"moved is not the workload's; the first: {load.first_error}",
+                         detail="Check the request (--args) against what the server implements.", exit_code=EXIT_TARGET)
     recording = Recording(recorder.samples, recorder.phases, recorder.final, recorder.flushall_error)
     with Symbolizer(built.binary, cache_root() / "symbols") as symbolizer:
         if not symbolizer.has_debug_info:
             notes.append("The binary has no DWARF debug info: call sites show function names only.")
         analysis = analyse(recording, symbolizer, bias)
-    load = recorder.load
-    if load.errors:
-        notes.append(f"{load.errors} request(s) got an error reply, the first: {load.first_error}")
     run = MemoryRun(
         command=label, target=_target_info(project, built),
         load=MemoryLoad(description=f"zprof's driver, {clients} client(s), pipeline {pipeline}", clients=clients,
                         pipeline=pipeline, requests=load.requests, errors=load.errors, first_error=load.first_error,
-                        seconds=round(load.seconds, 3), interval=interval),
+                        seconds=round(load.seconds, 3), interval=interval,
+                        error_share=round(load.errors / load.requests, 4) if load.requests else 0.0),
         analysis=analysis, notes=notes, complete=recorder.error is None,
     )
     written = [*write_memory_pictures(run, out_dir), *_write_json(run, out_dir, json_path)]
@@ -213,8 +228,8 @@ class _Recorder:
     def _now(self) -> float:
         return time.monotonic() - self._started
 
-    def _sample(self, phase: str) -> None:
-        snapshot = self.counters.snapshot()
+    def _sample(self, phase: str, snapshot: ShimSnapshot | None = None) -> None:
+        snapshot = snapshot or self.counters.snapshot()
         held = held_by_site(snapshot)
         changes = {index: value for index, value in held.items() if self._held.get(index) != value}
         self._held = held
@@ -251,6 +266,7 @@ class _Recorder:
 
     async def _phase(self, step: _Step, session: LoadSession, pipeline: int) -> bool:
         """One phase: load (if any) while sampling; False when the load failed."""
+        keys_before = await session.key_count() if step.kind == LOAD else None
         start, requests = self._now(), self.load.requests
         stop = threading.Event()
         task = (asyncio.create_task(session.run(step.workloads, None, pipeline, self._count, stop))
@@ -282,9 +298,11 @@ class _Recorder:
                           if self.server.exited_within(1.0) else
                           ZprofError(f"{failure or 'the load did not stop'} during {step.label}",
                                      detail=self.server.log_tail(), exit_code=EXIT_TARGET))
-        self._sample(step.label)
+        # A phase ends once the server has settled: it may free a request's buffers after replying.
+        self._sample(step.label, self.counters.settled_snapshot() if failure is None else None)
+        keys_after = await session.key_count() if step.kind == LOAD and failure is None else None
         self.phases.append(Phase(step.label, step.kind, step.command, start, self._now(),
-                                 self.load.requests - requests))
+                                 self.load.requests - requests, keys_before, keys_after))
         return failure is None
 
     def _add_errors(self, result: LoadResult) -> None:
@@ -294,12 +312,10 @@ class _Recorder:
 
     async def _flushall(self, session: LoadSession) -> bool:
         try:
-            result = await session.run(FLUSHALL, 1, 1)
+            self.flushall_error = await session.flushall()
         except LoadError as error:
-            self.error = ZprofError(f"FLUSHALL failed: {error}", detail=self.server.log_tail(), exit_code=EXIT_TARGET)
+            self.error = ZprofError(str(error), detail=self.server.log_tail(), exit_code=EXIT_TARGET)
             return False
-        if result.errors:
-            self.flushall_error = result.first_error or "an error reply"
         return True
 
 

@@ -34,7 +34,7 @@ from hdrh.histogram import HdrHistogram
 from zprof.collect.machine import CpuMeter, CpuUsage, tree_rss_bytes
 from zprof.errors import ZprofError
 from zprof.load.driver import PLACEHOLDER, LoadError, LoadResult, LoadSession, Workload
-from zprof.load.probe import PROBE_TIMEOUT_S, Capabilities
+from zprof.load.probe import PROBE_TIMEOUT_S, Capabilities, dbsize
 from zprof.load.redis_benchmark import BenchmarkFailed, BenchmarkRow, BenchmarkTimedOut, run_benchmark_csv
 from zprof.load.resp import ErrorReply, SyncClient, encode
 from zprof.load.workloads import MIXED_COMMANDS, TEMPLATES
@@ -287,6 +287,9 @@ class MixWorkload(Workload):
     def expand(self, rng: random.Random) -> bytes:
         return self.parts[next(self.counter) % len(self.parts)].expand(rng)
 
+    def with_key_range(self, index: int) -> MixWorkload:
+        return replace(self, parts=tuple(part.with_key_range(index) for part in self.parts))
+
 
 def bench_workload(command: str, keyspace: int, data_size: int = DEFAULT_DATA_SIZE) -> Workload:
     """The request for one command of the comparison (`MIX` and `PUBLISH` are tier 3's).
@@ -433,15 +436,6 @@ def crash_error(server: Server, side: Side, what: str) -> ZprofError:
     return ZprofError(f"{side.label}: {crash.message}", detail=crash.detail, exit_code=crash.exit_code)
 
 
-def dbsize(port: int) -> int | None:
-    try:
-        with SyncClient(HOST, port, PROBE_TIMEOUT_S) as client:
-            reply = client.call("DBSIZE")
-    except (OSError, TimeoutError, ConnectionError):
-        return None
-    return reply if isinstance(reply, int) else None
-
-
 def load_keys(server: Server, side: Side, keys: int, plan: LoadPlan, rss_empty: int | None) -> MemoryRecord:
     """SETs `keys` distinct keys through zprof's driver (pipelined as the plan allows) and reads the RSS."""
     started = time.monotonic()
@@ -452,7 +446,7 @@ def load_keys(server: Server, side: Side, keys: int, plan: LoadPlan, rss_empty: 
             raise crash_error(server, side, f"crashed while zprof loaded {keys:,} keys") from failure
         return MemoryRecord(keys, rss_empty, None, None, time.monotonic() - started, failure.result.errors or 1,
                             f"{failure} after {failure.result.requests:,} SETs")
-    return MemoryRecord(keys, rss_empty, tree_rss_bytes(server.pid), dbsize(server.port),
+    return MemoryRecord(keys, rss_empty, tree_rss_bytes(server.pid), dbsize(HOST, server.port),
                         round(time.monotonic() - started, 3), result.errors, result.first_error)
 
 

@@ -13,11 +13,11 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from hdrh.histogram import HdrHistogram
 
-from zprof.load.resp import ErrorReply, ProtocolError, encode, parse
+from zprof.load.resp import ErrorReply, ProtocolError, Reply, encode, parse
 
 PLACEHOLDER = b"__rand_int__"
 CONNECT_TIMEOUT_S = 5.0
@@ -28,11 +28,13 @@ HISTOGRAM_MAX_US = 60_000_000
 
 @dataclass(frozen=True)
 class Workload:
-    """A command template; `__rand_int__` becomes a key number, as in redis-benchmark's -r."""
+    """A command template; `__rand_int__` becomes a key number, as in redis-benchmark's -r:
+    one of `keyspace` numbers from `first_key` on."""
 
     args: tuple[bytes, ...]
     keyspace: int = 10_000
     seed: int = 1
+    first_key: int = 0
 
     @classmethod
     def from_template(cls, template: str, keyspace: int = 10_000) -> Workload:
@@ -43,8 +45,13 @@ class Workload:
         return self.args[0].decode().upper()
 
     def expand(self, rng: random.Random) -> bytes:
-        number = b"%012d" % rng.randrange(self.keyspace)
+        number = b"%012d" % (self.first_key + rng.randrange(self.keyspace))
         return encode([arg.replace(PLACEHOLDER, number) for arg in self.args])
+
+    def with_key_range(self, index: int) -> Workload:
+        """The same requests over the `index`-th block of `keyspace` key numbers, none shared with
+        another block: a measured run on keys its warm-up never made shows what each new key costs."""
+        return replace(self, first_key=index * self.keyspace)
 
 
 @dataclass
@@ -59,6 +66,14 @@ class LoadResult:
     @property
     def rps(self) -> float:
         return self.requests / self.seconds if self.seconds > 0 else 0.0
+
+    def add(self, other: LoadResult) -> None:
+        """Counts `other`, a later run on the same connections, as part of this one."""
+        self.requests += other.requests
+        self.errors += other.errors
+        self.first_error = self.first_error or other.first_error
+        self.seconds += other.seconds
+        self.latency_us.add(other.latency_us)
 
 
 class LoadError(Exception):
@@ -75,10 +90,10 @@ class _Connection:
         self.writer = writer
         self.buffer = bytearray()
 
-    async def exchange(self, payload: bytes, count: int) -> list[object]:
+    async def exchange(self, payload: bytes, count: int) -> list[Reply]:
         self.writer.write(payload)
         await self.writer.drain()
-        replies: list[object] = []
+        replies: list[Reply] = []
         position = 0
         while len(replies) < count:
             parsed = parse(self.buffer, position)
@@ -98,6 +113,8 @@ class LoadSession:
     def __init__(self, host: str, port: int, clients: int) -> None:
         self.host, self.port, self.clients = host, port, clients
         self._connections: list[_Connection] = []
+        # Each run draws its own random keys: a measured run never replays its warm-up's sequence.
+        self._runs = 0
 
     async def connect(self) -> None:
         for _ in range(self.clients):
@@ -105,6 +122,30 @@ class LoadSession:
                 asyncio.open_connection(self.host, self.port), CONNECT_TIMEOUT_S
             )
             self._connections.append(_Connection(reader, writer))
+
+    async def call(self, *args: bytes) -> Reply:
+        """One command on the first connection, and its reply: the only way to reach a server
+        that serves one connection at a time while this session holds it."""
+        replies = await asyncio.wait_for(self._connections[0].exchange(encode(list(args)), 1), BATCH_TIMEOUT_S)
+        return replies[0]
+
+    async def key_count(self) -> int | None:
+        """DBSIZE, or None when the server does not answer it with a number."""
+        try:
+            reply = await self.call(b"DBSIZE")
+        except (OSError, TimeoutError, ConnectionError, ProtocolError):
+            return None
+        return reply if isinstance(reply, int) and not isinstance(reply, bool) else None
+
+    async def flushall(self) -> str | None:
+        """FLUSHALL: None when it succeeded, else the server's error reply.
+
+        Raises LoadError when the server did not answer at all."""
+        try:
+            reply = await self.call(b"FLUSHALL")
+        except (OSError, TimeoutError, ConnectionError, ProtocolError) as error:
+            raise LoadError(f"FLUSHALL got no answer ({error or type(error).__name__})", LoadResult()) from error
+        return reply.message if isinstance(reply, ErrorReply) else None
 
     async def close(self) -> None:
         for connection in self._connections:
@@ -128,6 +169,7 @@ class LoadSession:
         """
         mix = workload if isinstance(workload, list) else [workload]
         result = LoadResult(batch_size=pipeline)
+        self._runs += 1
         share, extra = divmod(requests or 0, len(self._connections))
         started = time.perf_counter()
 
@@ -154,7 +196,7 @@ class LoadSession:
 
         tasks = [
             drive(connection, None if requests is None else share + (1 if index < extra else 0),
-                  mix[0].seed * 7919 + index)
+                  mix[0].seed * 7919 + self._runs * 104_729 + index)
             for index, connection in enumerate(self._connections)
         ]
         try:

@@ -87,3 +87,23 @@ def check_command(host: str, port: int, workload: Workload, timeout: float = PRO
             f"the server answers {' '.join(a.decode() for a in workload.args)!r} with an error: {reply.message}",
             detail="Check the command name and its arguments (--args TEMPLATE).",
         )
+
+
+def dbsize(host: str, port: int, timeout: float = PROBE_TIMEOUT_S) -> int | None:
+    """The server's key count, or None when it does not answer DBSIZE with a number."""
+    try:
+        with SyncClient(host, port, timeout) as client:
+            reply = client.call("DBSIZE")
+    except (OSError, TimeoutError, ConnectionError):
+        return None
+    return reply if isinstance(reply, int) and not isinstance(reply, bool) else None
+
+
+def flushall(host: str, port: int, timeout: float = PROBE_TIMEOUT_S) -> str | None:
+    """Sends FLUSHALL; returns None when it succeeded, else why not (an error reply, no answer)."""
+    try:
+        with SyncClient(host, port, timeout) as client:
+            reply = client.call("FLUSHALL")
+    except (OSError, TimeoutError, ConnectionError) as error:
+        return f"no answer ({error or type(error).__name__})"
+    return reply.message if isinstance(reply, ErrorReply) else None

@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from zprof.analysis.growth import AFTER_FLUSH, IDLE, LOAD, WARMUP, MassifRun, MemoryRun
-from zprof.report.terminal import human_bytes, render_build_warnings, short_name, short_path
+from zprof.report.terminal import human_bytes, loss_sentence, render_build_warnings, short_name, short_path
 
 SVG_FILE, PNG_FILE = "memory.svg", "memory.png"
 TOP_SITES = 10
@@ -98,6 +98,9 @@ def write_memory_pictures(run: MemoryRun, out_dir: Path) -> list[Path]:
 
 def render_memory(run: MemoryRun, written: list[Path], console: Console) -> None:
     analysis, load, growth = run.analysis, run.load, run.analysis.growth
+    if load.errors:
+        console.print(Text(f"{load.error_share:.1%} of the requests ({load.errors:,} of {load.requests:,}) got an "
+                           f"error reply; the first: {load.first_error}", style="bold red"))
     console.print(f"[bold]zprof memory {run.command}[/] on [cyan]{run.target.project}[/] "
                   f"({os.path.basename(run.target.binary)}, Zig {run.target.zig_version})")
     console.print(f"{load.requests:,} requests in {load.seconds:.1f} s of load over {load.clients} client(s), "
@@ -111,7 +114,8 @@ def render_memory(run: MemoryRun, written: list[Path], console: Console) -> None
     table = Table(title="Live bytes by phase", title_justify="left")
     for column, justify in (("phase", "left"), ("seconds", "right"), ("requests", "right"),
                             ("live at end", "right"), ("change", "right"), ("bytes/request", "right"),
-                            ("bytes/second", "right"), ("private RSS at end", "right")):
+                            ("bytes/second", "right"), ("new keys", "right"), ("bytes/new key", "right"),
+                            ("private RSS at end", "right")):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     previous = None
     for phase in analysis.phases:
@@ -126,6 +130,8 @@ def render_memory(run: MemoryRun, written: list[Path], console: Console) -> None
             Text(_signed_bytes(change), style="red" if change > 0 and phase.kind == AFTER_FLUSH else ""),
             f"{slopes.bytes_per_request:+.2f}" if slopes else "",
             _signed_bytes(slopes.bytes_per_second) if slopes else "",
+            f"{slopes.new_keys:,}" if slopes and slopes.new_keys is not None else "",
+            human_bytes(slopes.bytes_per_new_key) if slopes and slopes.bytes_per_new_key is not None else "",
             human_bytes(end.anon_rss_bytes) if end.anon_rss_bytes is not None else "?",
         )
         previous = end.live_bytes
@@ -157,9 +163,8 @@ def render_memory(run: MemoryRun, written: list[Path], console: Console) -> None
         after = f", {rss.ratio_after_flush:.1f}x after FLUSHALL" if rss.ratio_after_flush is not None else ""
         console.print(f"Private RSS (without file-backed pages) is {rss.ratio_load:.1f}x live bytes at the end of "
                       f"the load{after}.")
-    if analysis.losses:
-        console.print(Text("Shim tables overflowed (detail lost): "
-                           + ", ".join(f"{k}={v}" for k, v in analysis.losses.items()), style="yellow"))
+    for loss in analysis.losses:
+        console.print(Text("Shim table full: " + loss_sentence(loss, load.requests), style="yellow"))
     for note in run.notes:
         console.print(Text("note: " + note, style="yellow"))
     console.print("Written: " + ", ".join(str(path) for path in written))

@@ -10,9 +10,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from zprof.analysis.allocations import ARENA
+from zprof.analysis.allocations import LARGE_BYTES, SMALL_BYTES, AllocationAnalysis, Flag, Loss, format_bytes
 from zprof.analysis.hotspots import FunctionShare, ProfileSummary, ShareChange
 from zprof.artifacts import AllocsRun
+from zprof.load.calibration import MIN_TRIAL_SECONDS
 
 TOP_SITES = 12
 # Rows below this many per request are rounding noise in a terminal (the JSON keeps them).
@@ -35,13 +36,7 @@ def make_console(stderr: bool = False) -> Console:
     return console
 
 
-def human_bytes(count: float) -> str:
-    sign = "-" if count < 0 else ""
-    count = abs(count)
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if count >= size:
-            return f"{sign}{count / size:.1f} {unit}"
-    return f"{sign}{count:.0f} B" if count >= 10 or count == 0 else f"{sign}{count:.1f} B"
+human_bytes = format_bytes
 
 
 def short_path(path: str | None, line: int | None) -> str:
@@ -64,16 +59,49 @@ def render_build_warnings(warnings: list[str], console: Console) -> None:
             console.print(Text("  " + line, style="dim"))
 
 
+def flag_sentence(flag: Flag) -> str:
+    if flag.kind == "large":
+        return f"allocations of {human_bytes(flag.value)} each (over {human_bytes(LARGE_BYTES)}) from {flag.layer}"
+    if flag.kind == "small":
+        return (f"{flag.value:.1f} allocations under {SMALL_BYTES} B per request from the heap; an arena or a stack "
+                "buffer would avoid them")
+    return f"keeps {flag.value:.1f} B per request, in both halves of the run, that FLUSHALL did not give back"
+
+
+def loss_sentence(loss: Loss, requests: int) -> str:
+    """What an overflowing shim table lost, and which figures it affects."""
+    per = f"{human_bytes(loss.bytes / max(requests, 1))} per request"
+    if loss.table == "layers":
+        return (f"{loss.count:,} allocator calls ({human_bytes(loss.bytes)} asked for) went to allocators beyond the "
+                f"shim's layer table ({loss.capacity} layers) and were not counted at all: every figure above is a "
+                "lower bound.")
+    if loss.table == "sites":
+        return (f"{loss.count:,} allocations ({human_bytes(loss.bytes)}) found the call-site table ({loss.capacity:,} "
+                "sites) full: they are in the totals, the layers and the size classes, but in no call site, so the "
+                f"call sites and the retained bytes miss them (retained may be understated by up to {per}).")
+    if loss.table == "live":
+        return (f"{loss.count:,} blocks ({human_bytes(loss.bytes)}) found the live-block table ({loss.capacity:,} "
+                "blocks) full: their frees cannot be credited to their call sites, so retained bytes may be "
+                f"overstated by up to {per}; the totals are exact.")
+    return (f"{loss.count:,} frees ({human_bytes(loss.bytes)}) were of blocks the live-block table did not hold: "
+            "no call site was credited with them; the totals are exact.")
+
+
 def render_allocs(run: AllocsRun, console: Console) -> None:
     analysis, per = run.analysis, run.analysis.per_request
     load = run.load
+    if load.errors:
+        console.print(Text(f"{load.error_share:.1%} of the measured requests ({load.errors:,} of {run.requests:,}) "
+                           f"got an error reply; the first: {load.first_error}", style="bold red"))
     console.print(
         f"[bold]zprof allocs {run.command}[/] on [cyan]{run.target.project}[/] "
         f"({os.path.basename(run.target.binary)}, Zig {run.target.zig_version})"
     )
+    speed = (f"{load.requests_per_second:,.0f} req/s with the shim" if load.requests_per_second is not None else
+             f"no rate: the run lasted {load.seconds:.2f} s, under the {MIN_TRIAL_SECONDS:g} s a rate needs")
     console.print(
         f"{run.requests:,} requests `{' '.join(run.args)}` over {load.clients} client(s), pipeline {load.pipeline}: "
-        f"{load.requests_per_second:,.0f} req/s with the shim, {load.errors} error(s)"
+        f"{speed}, {load.errors} error(s)"
     )
     render_build_warnings(run.target.build_warnings, console)
     if not run.complete:
@@ -88,6 +116,8 @@ def render_allocs(run: AllocsRun, console: Console) -> None:
         Text(human_bytes(per.bytes_retained), style="red" if per.bytes_retained >= 1 else ""),
     )
     console.print(summary)
+    if (retained := _retained_sentence(analysis, per.bytes_retained)) is not None:
+        console.print(retained)
 
     layers = Table(title="By allocator layer", title_justify="left")
     for column, justify in (("layer", "left"), ("allocs/req", "right"), ("backing allocs/req", "right"),
@@ -99,7 +129,7 @@ def render_allocs(run: AllocsRun, console: Console) -> None:
             usage.layer, f"{usage.allocs_per_request:.2f}", f"{usage.nested_allocs_per_request:.2f}",
             human_bytes(usage.bytes_per_request), f"{usage.frees_per_request:.2f}",
             f"{usage.resizes_per_request + usage.remaps_per_request:.2f}",
-            *(("reset en bloc", "") if usage.layer == ARENA else
+            *(("released en bloc", "") if usage.releases_en_bloc else
               (human_bytes(usage.live_bytes_growth), human_bytes(usage.peak_live_bytes))),
         )
     console.print(layers)
@@ -123,7 +153,7 @@ def render_allocs(run: AllocsRun, console: Console) -> None:
         for flag in analysis.flags:
             style = {"large": "red", "growth": "red", "small": "yellow"}[flag.kind]
             console.print(Text.assemble((f"  {flag.kind:<7}", style), f"{flag.function} ",
-                                        (short_path(flag.file, flag.line), "dim"), f": {flag.message}"))
+                                        (short_path(flag.file, flag.line), "dim"), f": {flag_sentence(flag)}"))
 
     shown = [site for site in analysis.sites
              if site.allocs_per_request >= SHOWN_PER_REQUEST or abs(site.retained_bytes_per_request) >= 1]
@@ -144,12 +174,24 @@ def render_allocs(run: AllocsRun, console: Console) -> None:
 
     growth = run.growth
     rss = human_bytes(growth.rss_bytes) if growth.rss_bytes is not None else "unknown"
-    console.print(f"Over the run: live bytes {human_bytes(growth.live_bytes)}, RSS {rss}.")
-    if analysis.losses:
-        console.print(Text("Shim tables overflowed (detail lost, totals exact): "
-                           + ", ".join(f"{k}={v}" for k, v in analysis.losses.items()), style="yellow"))
+    console.print(f"Over the run: the program came to hold {human_bytes(growth.live_bytes)} more; RSS {rss}.")
+    for loss in analysis.losses:
+        console.print(Text("Shim table full: " + loss_sentence(loss, run.requests), style="yellow"))
     for note in run.notes:
         console.print(Text("note: " + note, style="yellow"))
+
+
+def _retained_sentence(analysis: AllocationAnalysis, retained: float) -> str | None:
+    """Where the retained bytes went: new keys, and what FLUSHALL gave back."""
+    parts = []
+    if analysis.keys is not None and analysis.keys.new > 0:
+        per_key = analysis.retained_bytes_per_new_key
+        parts.append(f"the run added {analysis.keys.new:,} keys"
+                     + (f", {human_bytes(per_key)} retained per new key" if per_key is not None else ""))
+    if analysis.kept_bytes_per_request is not None:
+        parts.append(f"after FLUSHALL the program still held {human_bytes(analysis.kept_bytes_per_request)} per "
+                     "request of what the warm-up and the run added")
+    return "Retained: " + "; ".join(parts) + "." if parts else None
 
 
 def _share_table(title: str, rows: list[FunctionShare]) -> Table:

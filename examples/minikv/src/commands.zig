@@ -21,6 +21,8 @@ pub const Context = struct {
     /// The connection's reply buffer.
     out: *Writer,
     defects: defects.Set,
+    /// Where the `grow-log` defect appends; the server's, guarded by the keyspace lock.
+    audit_log: *defects.AuditLog,
     /// Set by SHUTDOWN; the connection ends the process after flushing replies.
     shutdown_requested: bool = false,
 
@@ -261,6 +263,7 @@ fn set(ctx: *Context, args: []const []const u8) Error!void {
     if (args.len != 3) return resp.writeError(ctx.out, syntax_error);
     const key = args[1];
     if (ctx.defects.contains(.leak)) try defects.leakyAudit(ctx.gpa(), key);
+    if (ctx.defects.contains(.grow_log)) try defects.appendAuditLog(ctx.gpa(), ctx.audit_log, key);
     try ctx.keyspace.putString(key, args[2]);
     try resp.writeSimpleString(ctx.out, "OK");
 }
@@ -547,12 +550,14 @@ const TestServer = struct {
     arena: std.heap.ArenaAllocator,
     replies: Writer.Allocating,
     defects: defects.Set = .initEmpty(),
+    audit_log: defects.AuditLog = .{},
 
     fn init(gpa: Allocator) TestServer {
         return .{ .keyspace = .init(gpa), .arena = .init(gpa), .replies = .init(gpa) };
     }
 
     fn deinit(server: *TestServer) void {
+        server.audit_log.deinit(server.keyspace.gpa);
         server.keyspace.deinit();
         server.arena.deinit();
         server.replies.deinit();
@@ -571,6 +576,7 @@ const TestServer = struct {
             .arena = server.arena.allocator(),
             .out = &server.replies.writer,
             .defects = server.defects,
+            .audit_log = &server.audit_log,
         };
         try execute(&ctx, args.items);
         return server.replies.written();
@@ -747,10 +753,19 @@ test "leak defect leaks 64 bytes per SET and nothing else" {
     try testing.expectEqual(3 * defects.audit_record_len, counting.allocated_bytes - counting.freed_bytes);
 }
 
+test "grow-log keeps 64 bytes more per SET, FLUSHALL or not" {
+    var server: TestServer = .init(testing.allocator);
+    defer server.deinit();
+    server.defects = .initOne(.grow_log);
+    for (0..3) |_| try server.expect("SET k v", "+OK\r\n");
+    try server.expect("FLUSHALL", "+OK\r\n");
+    try testing.expectEqual(3 * defects.log_record_len, server.audit_log.bytes.items.len);
+}
+
 test "defects do not change replies" {
     var server: TestServer = .init(testing.allocator);
     defer server.deinit();
-    server.defects = .initMany(&.{ .alloc_reply, .small_allocs, .large_alloc, .hot_loop, .linear_lookup });
+    server.defects = .initFull();
 
     try server.expect("hset h f v", ":1\r\n");
     try server.expect("HSET h f v2", ":0\r\n");

@@ -16,6 +16,7 @@ pub const Defect = enum {
     leak,
     hot_loop,
     linear_lookup,
+    grow_log,
 
     /// The spelling used on the command line, e.g. "alloc-reply".
     pub fn flagName(defect: Defect) []const u8 {
@@ -112,6 +113,30 @@ pub noinline fn leakyAudit(gpa: Allocator, key: []const u8) Allocator.Error!void
     std.mem.doNotOptimizeAway(record);
 }
 
+pub const log_record_len = 64;
+
+/// A server-wide buffer the `grow-log` defect appends to and never trims.
+/// FLUSHALL leaves it alone: it is not keyspace data. Guarded by the
+/// keyspace lock, which every command holds.
+pub const AuditLog = struct {
+    bytes: std.ArrayList(u8) = .empty,
+
+    pub fn deinit(log: *AuditLog, gpa: Allocator) void {
+        log.bytes.deinit(gpa);
+        log.* = undefined;
+    }
+};
+
+/// grow-log (SET): appends a 64-byte record, filled from the key, to the
+/// audit log, reserving exactly what it appends. Past a page the buffer grows
+/// in place (a remap) rather than moving, so the only trace it leaves in the
+/// allocator is the resize: 64 bytes more held per SET, for ever.
+pub noinline fn appendAuditLog(gpa: Allocator, log: *AuditLog, key: []const u8) Allocator.Error!void {
+    try log.bytes.ensureTotalCapacityPrecise(gpa, log.bytes.items.len + log_record_len);
+    const record = log.bytes.addManyAsSliceAssumeCapacity(log_record_len);
+    for (record, 0..) |*byte, i| byte.* = if (key.len == 0) 0 else key[i % key.len];
+}
+
 /// Iterations of `spinScore`'s loop. Each step is a 64-bit multiply-add
 /// that depends on the previous one (about 3-4 cycles), so the count alone
 /// sets the cost: measured at ~100 µs per call on a 2.1 GHz Xeon;
@@ -169,6 +194,15 @@ test "defect functions free what they should and nothing else" {
 
     try testing.expectEqual(counting.allocations, counting.deallocations);
     try testing.expectEqual(counting.allocated_bytes, counting.freed_bytes);
+}
+
+test "appendAuditLog keeps 64 bytes more per call in one buffer" {
+    var log: AuditLog = .{};
+    defer log.deinit(testing.allocator);
+    for (0..3) |_| try appendAuditLog(testing.allocator, &log, "key");
+    try testing.expectEqual(3 * log_record_len, log.bytes.items.len);
+    try testing.expectEqual(3 * log_record_len, log.bytes.capacity);
+    try testing.expectEqualStrings("keykeykey", log.bytes.items[0..9]);
 }
 
 test "leakyAudit leaks exactly one 64-byte block" {

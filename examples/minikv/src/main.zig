@@ -1,13 +1,14 @@
 //! minikv: a small Redis-compatible (RESP2) server, the sample target for
 //! zprof. It serves on 127.0.0.1 only.
 //!
-//!     minikv [--port N] [--defect NAME]...
+//!     minikv [--port N] [--scratch arena|fba|stack-fallback] [--defect NAME]...
 
 const std = @import("std");
 const posix = std.posix;
 
 const defects = @import("defects.zig");
 const Server = @import("server.zig").Server;
+const Scratch = @import("server.zig").Scratch;
 
 const default_port = 6380;
 /// Pending-connection queue; Redis' default tcp-backlog.
@@ -15,10 +16,11 @@ const listen_backlog = 511;
 
 const Options = struct {
     port: u16 = default_port,
+    scratch: Scratch = .arena,
     defects: defects.Set = .initEmpty(),
 };
 
-const OptionsError = error{ UnknownFlag, MissingValue, InvalidPort, UnknownDefect, HelpRequested };
+const OptionsError = error{ UnknownFlag, MissingValue, InvalidPort, UnknownDefect, UnknownScratch, HelpRequested };
 
 /// Parses the arguments after the program name. On error, `bad_arg` is the
 /// argument to blame in the message.
@@ -30,24 +32,30 @@ fn parseOptions(args: []const [:0]const u8, bad_arg: *[]const u8) OptionsError!O
         bad_arg.* = flag;
         if (std.mem.eql(u8, flag, "--help") or std.mem.eql(u8, flag, "-h")) return error.HelpRequested;
 
-        const is_port = std.mem.eql(u8, flag, "--port");
-        const is_defect = std.mem.eql(u8, flag, "--defect");
-        if (!is_port and !is_defect) return error.UnknownFlag;
+        const Flag = enum { port, scratch, defect };
+        const which: Flag = if (std.mem.eql(u8, flag, "--port"))
+            .port
+        else if (std.mem.eql(u8, flag, "--scratch"))
+            .scratch
+        else if (std.mem.eql(u8, flag, "--defect"))
+            .defect
+        else
+            return error.UnknownFlag;
         i += 1;
         if (i == args.len) return error.MissingValue;
         const value = args[i];
         bad_arg.* = value;
 
-        if (is_port) {
-            options.port = std.fmt.parseInt(u16, value, 10) catch return error.InvalidPort;
-        } else {
-            options.defects.insert(defects.Defect.fromFlagName(value) orelse return error.UnknownDefect);
+        switch (which) {
+            .port => options.port = std.fmt.parseInt(u16, value, 10) catch return error.InvalidPort,
+            .scratch => options.scratch = Scratch.fromFlagName(value) orelse return error.UnknownScratch,
+            .defect => options.defects.insert(defects.Defect.fromFlagName(value) orelse return error.UnknownDefect),
         }
     }
     return options;
 }
 
-const usage = "usage: minikv [--port N] [--defect NAME]...";
+const usage = "usage: minikv [--port N] [--scratch arena|fba|stack-fallback] [--defect NAME]...";
 
 /// Reports a bad command line on one line of stderr and exits with status 2.
 fn exitUsageError(err: OptionsError, bad_arg: []const u8) noreturn {
@@ -61,6 +69,7 @@ fn exitUsageError(err: OptionsError, bad_arg: []const u8) noreturn {
         error.UnknownFlag => std.debug.print("minikv: unknown flag '{s}' ({s})\n", .{ bad_arg, usage }),
         error.MissingValue => std.debug.print("minikv: {s} needs a value ({s})\n", .{ bad_arg, usage }),
         error.InvalidPort => std.debug.print("minikv: invalid port '{s}' (expected 0-65535)\n", .{bad_arg}),
+        error.UnknownScratch => std.debug.print("minikv: unknown scratch '{s}' (known: arena fba stack-fallback)\n", .{bad_arg}),
         error.UnknownDefect => {
             std.debug.print("minikv: unknown defect '{s}' (known:", .{bad_arg});
             for (std.enums.values(defects.Defect)) |defect| std.debug.print(" {s}", .{defect.flagName()});
@@ -115,7 +124,7 @@ pub fn main() void {
         std.process.exit(1);
     };
 
-    var server: Server = .init(gpa, options.defects);
+    var server: Server = .init(gpa, options.defects, options.scratch);
     std.debug.print("minikv listening on 127.0.0.1:{d}\n", .{listener.listen_address.getPort()});
     server.acceptLoop(&listener);
 }
@@ -136,8 +145,9 @@ test "options: defaults, port, repeated defects" {
     try testing.expectEqual(default_port, defaults.port);
     try testing.expectEqual(0, defaults.defects.count());
 
-    const options = try parseOptions(&.{ "--defect", "leak", "--port", "6390", "--defect", "hot-loop" }, &bad_arg);
+    const options = try parseOptions(&.{ "--defect", "leak", "--port", "6390", "--defect", "hot-loop", "--scratch", "stack-fallback" }, &bad_arg);
     try testing.expectEqual(6390, options.port);
+    try testing.expectEqual(.stack_fallback, options.scratch);
     try testing.expect(options.defects.contains(.leak));
     try testing.expect(options.defects.contains(.hot_loop));
     try testing.expectEqual(2, options.defects.count());
@@ -152,4 +162,6 @@ test "options: errors name the offending argument" {
     try testing.expectError(error.MissingValue, parseOptions(&.{"--port"}, &bad_arg));
     try testing.expectError(error.InvalidPort, parseOptions(&.{ "--port", "70000" }, &bad_arg));
     try testing.expectError(error.InvalidPort, parseOptions(&.{ "--port", "-1" }, &bad_arg));
+    try testing.expectError(error.UnknownScratch, parseOptions(&.{ "--scratch", "pool" }, &bad_arg));
+    try testing.expectEqualStrings("pool", bad_arg);
 }

@@ -31,16 +31,51 @@ const output_flush_threshold = 64 * 1024;
 /// Buffers that grew beyond this for an unusually large request or reply are
 /// released afterwards instead of being kept for the connection's lifetime.
 const max_retained_capacity = 1024 * 1024;
+/// `--scratch fba`: each connection's fixed scratch buffer, allocated once.
+const fixed_scratch_len = 64 * 1024;
+/// `--scratch stack-fallback`: scratch on the handler's stack up to this
+/// size, then from the connection's arena.
+const stack_scratch_len = 1024;
+
+/// Where a request's scratch memory (parsed arguments, handler temporaries)
+/// comes from. Every kind is released all at once after each request, never
+/// block by block: the allocator shapes a profiler must count right.
+pub const Scratch = enum {
+    /// A per-connection `ArenaAllocator` over the GPA, reset keeping its capacity.
+    arena,
+    /// A per-connection `FixedBufferAllocator` over one GPA buffer, rewound.
+    fba,
+    /// A `stackFallback` buffer on the stack, then the arena.
+    stack_fallback,
+
+    /// The spelling used on the command line, e.g. "stack-fallback".
+    pub fn flagName(scratch: Scratch) []const u8 {
+        return switch (scratch) {
+            .arena => "arena",
+            .fba => "fba",
+            .stack_fallback => "stack-fallback",
+        };
+    }
+
+    pub fn fromFlagName(name: []const u8) ?Scratch {
+        for (std.enums.values(Scratch)) |scratch| {
+            if (std.mem.eql(u8, scratch.flagName(), name)) return scratch;
+        }
+        return null;
+    }
+};
 
 pub const Server = struct {
     gpa: Allocator,
     defects: defects.Set,
-    /// Guards `keyspace`; held for the duration of each command.
+    scratch: Scratch,
+    /// Guards `keyspace` and `audit_log`; held for the duration of each command.
     keyspace_lock: std.Thread.Mutex = .{},
     keyspace: Keyspace,
+    audit_log: defects.AuditLog = .{},
 
-    pub fn init(gpa: Allocator, enabled_defects: defects.Set) Server {
-        return .{ .gpa = gpa, .defects = enabled_defects, .keyspace = .init(gpa) };
+    pub fn init(gpa: Allocator, enabled_defects: defects.Set, scratch: Scratch) Server {
+        return .{ .gpa = gpa, .defects = enabled_defects, .scratch = scratch, .keyspace = .init(gpa) };
     }
 
     /// Accepts clients forever, serving each on its own detached thread.
@@ -99,9 +134,14 @@ fn runConnection(server: *Server, stream: std.net.Stream) void {
 const Connection = struct {
     server: *Server,
     stream: std.net.Stream,
-    /// Request-scoped memory (parsed argument lists, handler scratch). Reset
-    /// after every command, keeping its capacity for the next one.
+    /// Request-scoped memory (parsed argument lists, handler scratch) with
+    /// `--scratch arena`, and past the stack buffer with `stack-fallback`.
+    /// Reset after every command, keeping its capacity for the next one.
     arena: std.heap.ArenaAllocator,
+    /// With `--scratch fba`: the request-scoped memory, rewound after every
+    /// command, over `fixed_scratch` (empty otherwise).
+    fixed: std.heap.FixedBufferAllocator,
+    fixed_scratch: []u8,
     /// Bytes received but not yet executed. Requests are parsed in place, so
     /// their arguments point into this buffer.
     input: std.ArrayList(u8),
@@ -112,10 +152,14 @@ const Connection = struct {
         const gpa = server.gpa;
         var input: std.ArrayList(u8) = try .initCapacity(gpa, initial_input_capacity);
         errdefer input.deinit(gpa);
+        const fixed_scratch = try gpa.alloc(u8, if (server.scratch == .fba) fixed_scratch_len else 0);
+        errdefer gpa.free(fixed_scratch);
         return .{
             .server = server,
             .stream = stream,
             .arena = .init(gpa),
+            .fixed = .init(fixed_scratch),
+            .fixed_scratch = fixed_scratch,
             .input = input,
             .output = try .initCapacity(gpa, initial_output_capacity),
         };
@@ -123,6 +167,7 @@ const Connection = struct {
 
     fn deinit(conn: *Connection) void {
         conn.arena.deinit();
+        conn.server.gpa.free(conn.fixed_scratch);
         conn.input.deinit(conn.server.gpa);
         conn.output.deinit();
         conn.* = undefined;
@@ -160,9 +205,19 @@ const Connection = struct {
         const server = conn.server;
         var consumed: usize = 0;
         while (consumed < conn.input.items.len) {
-            defer _ = conn.arena.reset(.retain_capacity);
+            defer {
+                _ = conn.arena.reset(.retain_capacity);
+                conn.fixed.reset();
+            }
+            // Made anew for every request, on this frame: its buffer is rewound with it.
+            var stack_scratch = std.heap.stackFallback(stack_scratch_len, conn.arena.allocator());
+            const scratch = switch (server.scratch) {
+                .arena => conn.arena.allocator(),
+                .fba => conn.fixed.allocator(),
+                .stack_fallback => stack_scratch.get(),
+            };
 
-            const parsed = resp.parseRequest(conn.arena.allocator(), conn.input.items[consumed..]) catch |err| switch (err) {
+            const parsed = resp.parseRequest(scratch, conn.input.items[consumed..]) catch |err| switch (err) {
                 error.OutOfMemory => return error.OutOfMemory,
                 else => |protocol_error| {
                     try conn.replyProtocolError(resp.protocolErrorMessage(protocol_error));
@@ -175,9 +230,10 @@ const Connection = struct {
 
             var ctx: commands.Context = .{
                 .keyspace = &server.keyspace,
-                .arena = conn.arena.allocator(),
+                .arena = scratch,
                 .out = &conn.output.writer,
                 .defects = server.defects,
+                .audit_log = &server.audit_log,
             };
             {
                 server.keyspace_lock.lock();
