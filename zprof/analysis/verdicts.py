@@ -15,9 +15,17 @@ table of its `pyproject.toml` (or `[tool.zprof.bench]`); `zprof.toml` wins.
 
 Each command gets a status per metric, one of `STATUSES`: `failed` when a
 server answered it with errors (or lost messages, or never completed a
-request), `unstable` when a server's throughput varied by more than
+request); `load-bound` when the load generator used most of its core or the
+machine's CPUs were full during a trial, so that the generator, not the server,
+may have set the pace (a conclusively `unacceptable` verdict stands: a
+bound generator only pulls the ratios toward 100%); `unstable` when a server's
+figure for that metric (throughput, or p99 latency) varied by more than
 `unstable_cv` percent (CV) over the trials and the ratio's 95% interval is not
-wholly inside one level, otherwise the level.
+wholly inside one level; otherwise the level.
+
+Memory per key is a verdict only from `MIN_KEYS_FOR_VERDICT` keys on: below
+that, the RSS per key extrapolates the allocator's fixed costs, and the status
+is `indicative`.
 """
 
 from __future__ import annotations
@@ -34,12 +42,15 @@ from zprof.errors import ZprofError
 from zprof.load.benchmark_runs import REDIS, TARGET, CommandFailure, MemoryRecord, RunRecord
 
 EXCELLENT, ACCEPTABLE, UNACCEPTABLE = "excellent", "acceptable", "unacceptable"
-UNSTABLE, FAILED = "unstable", "failed"
+UNSTABLE, FAILED, LOAD_BOUND, INDICATIVE = "unstable", "failed", "load-bound", "indicative"
 LEVELS = (EXCELLENT, ACCEPTABLE, UNACCEPTABLE)
-STATUSES = (EXCELLENT, ACCEPTABLE, UNACCEPTABLE, UNSTABLE, FAILED)
+STATUSES = (EXCELLENT, ACCEPTABLE, UNACCEPTABLE, UNSTABLE, LOAD_BOUND, FAILED)
+MEMORY_STATUSES = (EXCELLENT, ACCEPTABLE, UNACCEPTABLE, INDICATIVE, FAILED)
 # A load generator using this much of its one core was likely the bottleneck.
 GENERATOR_BOUND_PERCENT = 90.0
 MACHINE_SATURATED_PERCENT = 95.0
+# Memory per key is judged from this many keys on; below, it is indicative.
+MIN_KEYS_FOR_VERDICT = 100_000
 
 
 @dataclass(frozen=True)
@@ -140,6 +151,7 @@ class ServerFigures:
     trials: int
     rps: Summary
     latency_ms: dict[str, float | None]
+    p99_cv_percent: float | None
     cpu_percent: float | None
     load_generator_cpu_percent: float
     machine_cpu_percent: float
@@ -151,12 +163,18 @@ def _median_or_none(values: Sequence[float | None]) -> float | None:
     return round(statistics.median(present), 3) if present else None
 
 
+def _cv_or_none(values: Sequence[float | None]) -> float | None:
+    present = [value for value in values if value is not None]
+    return summarize(present).cv_percent if present else None
+
+
 def server_figures(records: Sequence[RunRecord]) -> ServerFigures:
     return ServerFigures(
         trials=len(records),
         rps=summarize([record.rps for record in records]),
         latency_ms={name: _median_or_none([getattr(record.latency_ms, name) for record in records])
                     for name in ("avg", "p50", "p95", "p99", "p999", "max")},
+        p99_cv_percent=_cv_or_none([record.latency_ms.p99 for record in records]),
         cpu_percent=_median_or_none([record.cpu.server_percent for record in records]),
         load_generator_cpu_percent=statistics.median(record.cpu.load_generator_percent for record in records),
         machine_cpu_percent=statistics.median(record.cpu.machine_percent for record in records),
@@ -179,7 +197,9 @@ class CommandComparison:
     throughput_verdict: Verdict | None
     latency_verdict: Verdict | None
     verdict: str | None
+    # A server's throughput, or p99 latency, varied by more than the unstable CV over the trials.
     unstable: bool
+    latency_unstable: bool
     load_generator_bound: bool
     machine_saturated: bool
     failure: CommandFailure | None
@@ -188,21 +208,34 @@ class CommandComparison:
     def failed(self) -> bool:
         return self.failure is not None
 
-    def status(self, verdict: Verdict | None) -> str | None:
+    @property
+    def load_bound(self) -> bool:
+        return self.load_generator_bound or self.machine_saturated
+
+    def status(self, verdict: Verdict | None, unstable: bool) -> str | None:
         """One of STATUSES (None: not measured, which only a run cut short leaves)."""
         if self.failed:
             return FAILED
         if verdict is None:
             return None
-        return UNSTABLE if self.unstable and not verdict.conclusive else verdict.level
+        if self.load_bound and not (verdict.level == UNACCEPTABLE and verdict.conclusive):
+            return LOAD_BOUND
+        return UNSTABLE if unstable and not verdict.conclusive else verdict.level
 
     @property
     def throughput_status(self) -> str | None:
-        return self.status(self.throughput_verdict)
+        return self.status(self.throughput_verdict, self.unstable)
 
     @property
     def latency_status(self) -> str | None:
-        return self.status(self.latency_verdict)
+        return self.status(self.latency_verdict, self.latency_unstable)
+
+    def findings(self) -> list[tuple[str, Verdict]]:
+        """The verdicts whose status is their level ("SET throughput", "SET p99"): the others are not findings."""
+        return [(f"{self.command} {what}", verdict)
+                for what, verdict, status in (("throughput", self.throughput_verdict, self.throughput_status),
+                                              ("p99", self.latency_verdict, self.latency_status))
+                if verdict is not None and status == verdict.level]
 
     def errors(self, server: str) -> int:
         """Error replies counted on `server`: only a failed command has any (redis-benchmark stops at the
@@ -223,7 +256,7 @@ def compare_command(command: str, args: str, records: Sequence[RunRecord], failu
     redis = [by_side[REDIS][t] for t in trials]
     if not trials:
         return CommandComparison(command, args, tool, figures_of[TARGET], figures_of[REDIS], None, None, None, None,
-                                 None, False, False, False, failure)
+                                 None, False, False, False, False, failure)
     target_figures, redis_figures = server_figures(target), server_figures(redis)
     throughput = paired_ratio([r.rps for r in target], [r.rps for r in redis])
     p99 = paired_ratio([r.latency_ms.p99 or 0.0 for r in target], [r.latency_ms.p99 or 0.0 for r in redis])
@@ -237,6 +270,8 @@ def compare_command(command: str, args: str, records: Sequence[RunRecord], failu
         throughput=throughput, p99=p99, throughput_verdict=throughput_verdict, latency_verdict=latency_verdict,
         verdict=worst([v.level for v in (throughput_verdict, latency_verdict) if v is not None]),
         unstable=any(f.rps.cv_percent is not None and f.rps.cv_percent > thresholds.unstable_cv for f in figures),
+        latency_unstable=any(f.p99_cv_percent is not None and f.p99_cv_percent > thresholds.unstable_cv
+                             for f in figures),
         load_generator_bound=any(f.load_generator_cpu_percent >= GENERATOR_BOUND_PERCENT for f in figures),
         machine_saturated=any(f.machine_cpu_percent >= MACHINE_SATURATED_PERCENT for f in figures),
         failure=failure,
@@ -253,9 +288,11 @@ class MemoryComparison:
 
     @property
     def status(self) -> str:
-        """The verdict's level, or `failed` when memory per key could not be judged (a load that failed, a
-        server that did not keep the keys)."""
-        return self.verdict.level if self.verdict is not None else FAILED
+        """The verdict's level; `indicative` below MIN_KEYS_FOR_VERDICT keys; `failed` when memory per key
+        could not be judged (a load that failed, a server that did not keep the keys)."""
+        if self.verdict is None:
+            return FAILED
+        return self.verdict.level if self.keys >= MIN_KEYS_FOR_VERDICT else INDICATIVE
 
 
 def compare_memory(keys: int, target: MemoryRecord | None, redis: MemoryRecord | None,
@@ -282,16 +319,22 @@ def comparison_limitations(commands: Sequence[CommandComparison], memory: Memory
 
     if trials < 2:
         notes.append("A single trial: no confidence interval and no spread; run 3 trials or more to judge the noise.")
-    if unstable := listed("unstable"):
-        notes.append(f"Unstable (a server's throughput varied by more than {thresholds.unstable_cv:g}% CV over the "
-                     f"trials): {unstable}. The machine was noisy or the runs short (--requests); where even the 95% "
-                     "interval lay wholly in one level, that level stands, otherwise the status is unstable.")
+    for flag, what in (("unstable", "throughput"), ("latency_unstable", "p99 latency")):
+        if unstable := listed(flag):
+            notes.append(f"Unstable {what} (a server's {what} varied by more than {thresholds.unstable_cv:g}% CV over "
+                         f"the trials): {unstable}. The machine was noisy; where even the 95% interval lay wholly in "
+                         "one level, that level stands, otherwise the status is unstable.")
     if bound := listed("load_generator_bound"):
         notes.append(f"The load generator used {GENERATOR_BOUND_PERCENT:.0f}% or more of its core on {bound}: it may "
-                     "have set the pace, which pulls those ratios toward 100%.")
+                     "have set the pace, which pulls those ratios toward 100%, so their status is load-bound "
+                     "(inconclusive) unless the verdict is a conclusive unacceptable.")
     if saturated := listed("machine_saturated"):
         notes.append(f"The machine's CPUs were {MACHINE_SATURATED_PERCENT:.0f}% or more busy during {saturated}: the "
-                     "servers shared the cores with the load generator (and anything else running).")
+                     "servers shared the cores with the load generator (and anything else running), so their status "
+                     "is load-bound (inconclusive) unless the verdict is a conclusive unacceptable.")
+    if memory is not None and memory.status == INDICATIVE:
+        notes.append(f"Memory per key from {memory.keys:,} keys is indicative, not a verdict: below "
+                     f"{MIN_KEYS_FOR_VERDICT:,} keys the servers' fixed costs weigh on the figure per key (--keys).")
     if memory is not None:
         for name, record in ((TARGET, memory.target), (REDIS, memory.redis)):
             if record is not None and not record.errors and record.keys_stored not in (None, record.keys):

@@ -63,9 +63,10 @@ def _tree(pid: int) -> list[int]:
         return []
 
 
-def tree_cpu_seconds(pid: int) -> float:
-    """User plus system CPU of a process and its descendants (psutil)."""
-    return sum(sample.cpu_seconds for sample in map(process.sample, _tree(pid)) if sample)
+def tree_cpu_seconds(pid: int) -> float | None:
+    """User plus system CPU of a process and its descendants (psutil); None once the process is gone."""
+    samples = [sample for sample in map(process.sample, _tree(pid)) if sample]
+    return sum(sample.cpu_seconds for sample in samples) if samples else None
 
 
 def tree_rss_bytes(pid: int) -> int | None:
@@ -124,8 +125,9 @@ class CpuMeter:
         server = tree_cpu_seconds(self._pid)
         busy, total = _machine_busy_and_total()
         self.usage = CpuUsage(
-            # A server that died during the run has no final figure.
-            server_percent=round(100 * (server - self._server) / wall, 1) if server else None,
+            # A server that died during the run has no final figure; one that used no CPU tick has 0.
+            server_percent=round(100 * (server - self._server) / wall, 1)
+            if server is not None and self._server is not None else None,
             load_generator_percent=round(100 * (self._generator() - self._load) / wall, 1),
             machine_percent=round(100 * (busy - self._busy) / max(total - self._total, 1e-6), 1),
         )

@@ -13,9 +13,22 @@ from click.core import ParameterSource
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from zprof.analysis.verdicts import compare_command, compare_memory, comparison_limitations, load_thresholds
+from zprof.analysis.verdicts import (
+    MIN_KEYS_FOR_VERDICT,
+    compare_command,
+    compare_memory,
+    comparison_limitations,
+    load_thresholds,
+)
 from zprof.collect.machine import load_average, machine_info, tree_rss_bytes
-from zprof.commands._target import TargetOptions, build_target, run_directory, server_spec, target_options
+from zprof.commands._target import (
+    TargetOptions,
+    build_target,
+    min_trial_seconds_option,
+    run_directory,
+    server_spec,
+    target_options,
+)
 from zprof.errors import EXIT_TARGET, ZprofError
 from zprof.load.benchmark_runs import (
     DEFAULT_DATA_SIZE,
@@ -84,8 +97,9 @@ VERSION_TIMEOUT_S = 10
               help="__rand_int__ takes values below this.")
 @click.option("--data-size", default=DEFAULT_DATA_SIZE, show_default=True, type=click.IntRange(1, 1 << 20),
               help="Bytes in each value the requests write (redis-benchmark's -d).")
-@click.option("--keys", default=1_000_000, show_default=True, type=click.IntRange(0, 10**9),
-              help="Keys SET for the memory comparison; 0 skips it.")
+@click.option("--keys", default=MIN_KEYS_FOR_VERDICT, show_default=True, type=click.IntRange(0, 10**9),
+              help=f"Keys stored for the memory comparison (MSET where the target takes it); 0 skips it. Below "
+                   f"{MIN_KEYS_FOR_VERDICT:,} the memory status is only indicative.")
 @click.option("--redis-server", "redis_server", default=None, metavar="PATH",
               help="The reference server (default: redis-server on PATH).")
 @click.option("--target-binary", default=None, type=click.Path(dir_okay=False, path_type=Path),
@@ -95,10 +109,11 @@ VERSION_TIMEOUT_S = 10
                    "(default: 10 times what the warm-up predicts, at least 30).")
 @click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the report as JSON (the format is described in the README).")
+@min_trial_seconds_option
 def bench_command(target: TargetOptions, tier: str, command_list: str | None, trials: int, requests: int,
                   warmup: int | None, clients: int, pipeline: int, keyspace: int, keys: int, redis_server: str | None,
                   target_binary: Path | None, deadline: float | None, json_path: Path | None,
-                  subscribers: int, data_size: int) -> None:
+                  subscribers: int, data_size: int, min_trial_seconds: float) -> None:
     """Compare the target with redis-server: throughput, latency, CPU and memory, with verdicts."""
     context = click.get_current_context()
     if command_list is not None and context.get_parameter_source("tier") is not ParameterSource.DEFAULT:
@@ -120,7 +135,7 @@ def bench_command(target: TargetOptions, tier: str, command_list: str | None, tr
         sides = (Side(TARGET, description.name, target_spec, run_dir / TARGET),
                  Side(REDIS, "redis", redis_spec, run_dir / REDIS))
         measured = _measure(sides, workloads, clients, pipeline, requests, warmup, deadline, trials, keys, run_dir,
-                            progress, subscribers)
+                            progress, subscribers, min_trial_seconds)
 
     runner, plan, memory = measured.runner, measured.plan, measured.memory
     records = runner.records if runner else []
@@ -141,7 +156,8 @@ def bench_command(target: TargetOptions, tier: str, command_list: str | None, tr
         settings=BenchSettings(commands=[w.command for w in workloads], trials=trials, requests=requests,
                                warmup_requests=warmup, clients=final_plan.clients, pipeline=final_plan.pipeline,
                                keyspace=keyspace, keys=keys, tool=final_plan.tool, load=final_plan.description,
-                               deadline_s=deadline, subscribers=subscribers if PUBLISH in names else None),
+                               deadline_s=deadline, subscribers=subscribers if PUBLISH in names else None,
+                               min_trial_seconds=min_trial_seconds),
         thresholds=thresholds,
         commands=comparisons,
         memory=memory_comparison,
@@ -202,9 +218,9 @@ class TrialProgress:
 
 def _measure(sides: tuple[Side, Side], workloads: list[Workload], clients: int, pipeline: int, requests: int,
              warmup: int, deadline: float | None, trials: int, keys: int, run_dir: Path,
-             progress: TrialProgress, subscribers: int) -> _Measured:
-    status = progress.status
+             progress: TrialProgress, subscribers: int, min_trial_seconds: float) -> _Measured:
     """Probe the target and plan the load, compare memory on fresh servers, then run the trials."""
+    status = progress.status
     for side in sides:
         side.run_dir.mkdir()
     target, redis = sides
@@ -220,13 +236,14 @@ def _measure(sides: tuple[Side, Side], workloads: list[Workload], clients: int, 
             measured = _Measured(plan, notes, {TARGET: None, REDIS: None}, None)
             if keys:
                 status(f"Loading {keys:,} keys into {target.label}...")
-                measured.memory[TARGET] = load_keys(server, target, keys, plan, rss_empty)
+                measured.memory[TARGET] = load_keys(server, target, keys, plan, rss_empty, progress.runs)
         if keys:
             with fresh_server(redis) as server:
                 status(f"Loading {keys:,} keys into {redis.label}...")
-                measured.memory[REDIS] = load_keys(server, redis, keys, plan, tree_rss_bytes(server.pid))
+                measured.memory[REDIS] = load_keys(server, redis, keys, plan, tree_rss_bytes(server.pid),
+                                                   progress.runs)
         measured.runner = AlternatingTrials(sides, workloads, plan, trials, run_dir, status, subscribers,
-                                            progress.runs)
+                                            progress.runs, min_trial_seconds)
         measured.runner.run()
     except ZprofError as failure:
         if measured is None:  # nothing measured yet (a port in use, a server that never answered)

@@ -33,6 +33,7 @@ from hdrh.histogram import HdrHistogram
 
 from zprof.collect.machine import CpuMeter, CpuUsage, tree_rss_bytes
 from zprof.errors import ZprofError
+from zprof.load.calibration import MAX_LENGTHENINGS, MIN_TRIAL_SECONDS, long_enough, requests_for
 from zprof.load.driver import PLACEHOLDER, LoadError, LoadResult, LoadSession, Workload
 from zprof.load.probe import PROBE_TIMEOUT_S, Capabilities, dbsize
 from zprof.load.redis_benchmark import BenchmarkFailed, BenchmarkRow, BenchmarkTimedOut, run_benchmark_csv
@@ -48,6 +49,7 @@ DEADLINE_FLOOR_S = 30.0
 SLOWEST_EXPECTED_RPS = 1000.0  # for the deadline when there was no warm-up
 # The memory load: 16-byte key names ("key:" and 12 digits) and 3-byte values.
 KEY_TEMPLATE = "SET key:__rand_int__ xxx"
+MSET_BATCH = 10  # keys per MSET when the memory load can use it
 DEFAULT_DATA_SIZE = 3
 KEY_BYTES, VALUE_BYTES = 16, 3
 # A server that dies before it answers PING is started again, up to this many times in all: a start-up
@@ -105,8 +107,8 @@ class RunRecord:
     clients: int
     pipeline: int
     requests: int
-    seconds: float
-    rps: float
+    seconds: float  # the run's wall time, as zprof measured it
+    rps: float  # requests / seconds
     latency_ms: Latency
     cpu: CpuUsage
     errors: int = 0
@@ -115,6 +117,8 @@ class RunRecord:
     subscribers: int | None = None
     deliveries: int | None = None
     expected_deliveries: int | None = None
+    # redis-benchmark's own rate, which leaves out its start-up and connections (None for zprof's driver).
+    tool_rps: float | None = None
 
 
 @dataclass(frozen=True)
@@ -405,28 +409,42 @@ class SubscribeRefused(Exception):
 
 @dataclass(frozen=True)
 class NumberedKeys(Workload):
-    """`__rand_int__` replaced by 0, 1, 2, ... in turn over all connections, so N requests make N distinct keys."""
+    """`__rand_int__` replaced by 0, 1, 2, ... in turn over all connections, so N requests make N distinct
+    keys; with `per_request` above 1, each request is one MSET of that many consecutive keys, up to `limit`
+    keys in all (a template `SET KEY VALUE` gives the key and the value)."""
 
     counter: Iterator[int] = field(default_factory=itertools.count, compare=False, repr=False)
+    per_request: int = 1
+    limit: int | None = None
 
     def expand(self, rng: random.Random) -> bytes:
-        number = b"%012d" % next(self.counter)
-        return encode([arg.replace(PLACEHOLDER, number) for arg in self.args])
+        if self.per_request == 1:
+            number = b"%012d" % next(self.counter)
+            return encode([arg.replace(PLACEHOLDER, number) for arg in self.args])
+        key, value = self.args[1], self.args[2]
+        pairs: list[bytes] = []
+        for number in itertools.islice(self.counter, self.per_request):
+            if self.limit is not None and number >= self.limit:
+                break
+            pairs += [key.replace(PLACEHOLDER, b"%012d" % number), value]
+        return encode([b"MSET", *pairs])
 
 
-async def _drive(port: int, workload: Workload, clients: int, pipeline: int, requests: int) -> LoadResult:
+async def _drive(port: int, workload: Workload, clients: int, pipeline: int, requests: int,
+                 progress: Callable[[int], None] | None) -> LoadResult:
     session = LoadSession(HOST, port, clients)
     try:
         await session.connect()
-        return await session.run(workload, requests, pipeline)
+        return await session.run(workload, requests, pipeline, progress)
     finally:
         await session.close()
 
 
-def drive(port: int, workload: Workload, clients: int, pipeline: int, requests: int) -> LoadResult:
+def drive(port: int, workload: Workload, clients: int, pipeline: int, requests: int,
+          progress: Callable[[int], None] | None = None) -> LoadResult:
     """One run of zprof's driver on fresh connections; LoadError if the server stopped answering."""
     try:
-        return asyncio.run(_drive(port, workload, clients, pipeline, requests))
+        return asyncio.run(_drive(port, workload, clients, pipeline, requests, progress))
     except (OSError, TimeoutError) as error:
         raise LoadError(f"cannot connect: {error or type(error).__name__}", LoadResult()) from error
 
@@ -436,11 +454,35 @@ def crash_error(server: Server, side: Side, what: str) -> ZprofError:
     return ZprofError(f"{side.label}: {crash.message}", detail=crash.detail, exit_code=crash.exit_code)
 
 
-def load_keys(server: Server, side: Side, keys: int, plan: LoadPlan, rss_empty: int | None) -> MemoryRecord:
-    """SETs `keys` distinct keys through zprof's driver (pipelined as the plan allows) and reads the RSS."""
-    started = time.monotonic()
+def _accepts_mset(port: int) -> bool:
+    """Whether the server stores keys with MSET: two of the keys the load makes first, made again after."""
+    request = NumberedKeys.from_template(KEY_TEMPLATE)
     try:
-        result = drive(server.port, NumberedKeys.from_template(KEY_TEMPLATE), plan.clients, plan.pipeline, keys)
+        with SyncClient(HOST, port, PROBE_TIMEOUT_S) as client:
+            client.sock.sendall(replace(request, per_request=2).expand(random.Random(0)))
+            (reply,) = client.read(1)
+    except (OSError, TimeoutError, ConnectionError):
+        return False
+    return reply == "OK"
+
+
+def load_keys(server: Server, side: Side, keys: int, plan: LoadPlan, rss_empty: int | None,
+              progress: Callable[[int, int], None] = lambda done, total: None) -> MemoryRecord:
+    """Stores `keys` distinct keys through zprof's driver, MSET_BATCH to a request where the server takes
+    MSET, pipelined as the plan allows, and reads the RSS."""
+    started = time.monotonic()
+    per_request = MSET_BATCH if _accepts_mset(server.port) else 1
+    workload = replace(NumberedKeys.from_template(KEY_TEMPLATE), per_request=per_request, limit=keys)
+    requests = -(-keys // per_request)
+    done = 0
+
+    def loaded(count: int) -> None:
+        nonlocal done
+        done += count
+        progress(min(done * per_request, keys), keys)
+
+    try:
+        result = drive(server.port, workload, plan.clients, plan.pipeline, requests, loaded)
     except LoadError as failure:
         if server.exited_within(1.0):
             raise crash_error(server, side, f"crashed while zprof loaded {keys:,} keys") from failure
@@ -456,12 +498,16 @@ class _Pass:
 
     requests: int
     seconds: float
-    rps: float
     latency: Latency
     cpu: CpuUsage
     tool: str
     p999_source: str | None = None
     p999_requests: int | None = None
+    tool_rps: float | None = None
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
 
 
 class AlternatingTrials:
@@ -470,14 +516,18 @@ class AlternatingTrials:
 
     def __init__(self, sides: tuple[Side, Side], workloads: list[Workload], plan: LoadPlan, trials: int,
                  run_dir: Path, status: Callable[[str], None], subscribers: int = 10,
-                 progress: Callable[[int, int], None] = lambda done, total: None) -> None:
+                 progress: Callable[[int, int], None] = lambda done, total: None,
+                 min_trial_seconds: float = MIN_TRIAL_SECONDS) -> None:
         self.sides, self.workloads, self.plan, self.trials = sides, workloads, plan, trials
         self.run_dir, self.status, self.subscribers = run_dir, status, subscribers
         # (runs done, runs in all): one run is one command on one server in one trial.
         self.progress = progress
+        self.min_trial_seconds = min_trial_seconds
         self.records: list[RunRecord] = []
         self.failures: dict[str, CommandFailure] = {}
         self.limitations: list[str] = []
+        # Requests per measured run, by (server, command), once calibrated to last min_trial_seconds.
+        self.calibrated: dict[tuple[str, str], int] = {}
 
     def run(self) -> None:
         """A redis-benchmark run past its deadline restarts all trials with zprof's driver, for both
@@ -491,14 +541,33 @@ class AlternatingTrials:
                 "then drove both servers in every trial; the redis-benchmark runs before were discarded.")
             self.records.clear()
             self.failures.clear()
+            self.calibrated.clear()
             self._all_trials()
+        if note := self.lengthened_note():
+            self.limitations.append(note)
+
+    def lengthened_note(self) -> str | None:
+        """Which measured runs zprof made longer than --requests, so that each lasts long enough."""
+        longer = {key: requests for key, requests in self.calibrated.items() if requests > self.plan.requests}
+        if not longer:
+            return None
+        ordered = sorted(longer.items(), key=lambda item: (item[0][1], item[0][0]))
+        runs = "; ".join(f"{command} on {server}: {requests:,}" for (server, command), requests in ordered)
+        return (f"{self.plan.requests:,} requests (--requests) would have made runs shorter than "
+                f"{self.min_trial_seconds:g} s, too short for a rate to mean anything: zprof lengthened those to "
+                f"the requests that last at least that long, in every trial ({runs}).")
+
+    def order(self, trial: int) -> tuple[Side, ...]:
+        """A B, B A, A B, ...: each trial is a pair of runs on freshly started servers, and the order
+        within the pair alternates, so that whatever favours the first (or second) run of a pair falls
+        on both servers alike."""
+        return self.sides if trial % 2 == 1 else self.sides[::-1]
 
     def _all_trials(self) -> None:
-        """A B A B ...: the target then Redis in every trial, each on a freshly started server."""
         total, done = self.trials * len(self.sides) * len(self.workloads), 0
         self.progress(done, total)
         for trial in range(1, self.trials + 1):
-            for side in self.sides:
+            for side in self.order(trial):
                 with fresh_server(side) as server:
                     for workload in self.workloads:
                         if workload.command not in self.failures:
@@ -542,11 +611,13 @@ class AlternatingTrials:
         self.records.append(RunRecord(
             trial, side.name, workload.command, measured.tool, self.plan.clients, self.plan.pipeline,
             measured.requests, round(measured.seconds, 4), round(measured.rps, 1), measured.latency, measured.cpu,
-            0, measured.p999_source, measured.p999_requests, *measured_deliveries))
+            0, measured.p999_source, measured.p999_requests, *measured_deliveries,
+            tool_rps=round(measured.tool_rps, 1) if measured.tool_rps is not None else None))
 
     def _measure(self, server: Server, side: Side, trial: int, workload: Workload,
                  where: str) -> tuple[_Pass | None, int]:
-        """Warm-up, measured run (and p99.9 pass); None when the command failed. Also the requests sent in all."""
+        """Warm-up, measured run long enough to measure (and p99.9 pass); None when the command failed.
+        Also the requests sent in all."""
         sent, rate = 0, None
         if self.plan.warmup:
             self.status(f"{where}: warm-up")
@@ -555,26 +626,44 @@ class AlternatingTrials:
                 return None, sent
             sent, rate = warm.requests, warm.rps
         tool = DRIVER if isinstance(workload, MixWorkload) else self.plan.tool
-        self.status(f"{where}: {tool}")
-        if tool == BENCHMARK:
-            measured = self._benchmark_run(server, side, trial, workload, rate)
+        key = (side.name, workload.command)
+        requests = self.calibrated.get(key) or requests_for(rate or 0.0, self.min_trial_seconds, self.plan.requests)
+        for _ in range(MAX_LENGTHENINGS + 1):
+            self.status(f"{where}: {tool}, {requests:,} requests")
+            measured = self._timed_run(server, side, trial, workload, tool, requests, rate)
             if measured is None:
                 return None, sent
             sent += measured.requests
-            self.status(f"{where}: p99.9 pass of zprof's driver")
-            tail_requests = min(self.plan.requests, P999_REQUESTS)
-            tail = self._driver_run(server, side, trial, workload, tail_requests)
-            if tail is None:
-                return None, sent
-            sent += tail.requests
-            latency = replace(measured.latency, p999=Latency.from_histogram(tail.latency_us).p999)
-            return replace(measured, latency=latency, p999_source=DRIVER, p999_requests=tail.requests), sent
-        with CpuMeter(server.pid, "self") as meter:
-            result = self._driver_run(server, side, trial, workload, self.plan.requests)
-        if result is None:
+            if long_enough(measured.seconds, self.min_trial_seconds):
+                break
+            # Too short to mean anything: discarded, and run again long enough.
+            rate = measured.rps
+            requests = requests_for(rate, self.min_trial_seconds, 2 * requests)
+        else:
+            self._fail(side, trial, workload, None, None,
+                       f"no run lasted {self.min_trial_seconds:g} s, even with {requests:,} requests")
             return None, sent
-        return _Pass(result.requests, result.seconds, result.rps, Latency.from_histogram(result.latency_us),
-                     meter.usage, DRIVER, DRIVER, result.requests), sent + result.requests
+        self.calibrated[key] = requests
+        if tool != BENCHMARK:
+            return measured, sent
+        self.status(f"{where}: p99.9 pass of zprof's driver")
+        tail = self._driver_run(server, side, trial, workload, min(requests, P999_REQUESTS))
+        if tail is None:
+            return None, sent
+        latency = replace(measured.latency, p999=Latency.from_histogram(tail.latency_us).p999)
+        return replace(measured, latency=latency, p999_source=DRIVER, p999_requests=tail.requests), sent + tail.requests
+
+    def _timed_run(self, server: Server, side: Side, trial: int, workload: Workload, tool: str, requests: int,
+                   rate: float | None) -> _Pass | None:
+        """One measured run with `tool`; None when the command failed (recorded in `failures`)."""
+        if tool == BENCHMARK:
+            return self._benchmark_run(server, side, trial, workload, requests, rate)
+        with CpuMeter(server.pid, "self") as meter:
+            result = self._driver_run(server, side, trial, workload, requests)
+        if result is None:
+            return None
+        return _Pass(result.requests, result.seconds, Latency.from_histogram(result.latency_us), meter.usage, DRIVER,
+                     DRIVER, result.requests)
 
     def _driver_run(self, server: Server, side: Side, trial: int, workload: Workload,
                     requests: int) -> LoadResult | None:
@@ -598,13 +687,13 @@ class AlternatingTrials:
         self._fail(side, trial, workload, failure.result.errors, failure.result.requests,
                    f"{failure} after {failure.result.requests:,} of {requests:,} requests")
 
-    def _benchmark_run(self, server: Server, side: Side, trial: int, workload: Workload,
+    def _benchmark_run(self, server: Server, side: Side, trial: int, workload: Workload, requests: int,
                        rate: float | None) -> _Pass | None:
         assert self.plan.benchmark is not None
-        requests = self.plan.requests
         deadline = self.plan.deadline or max(DEADLINE_FLOOR_S,
                                              DEADLINE_FACTOR * requests / (rate or SLOWEST_EXPECTED_RPS))
         with CpuMeter(server.pid, "children") as meter:
+            started = time.perf_counter()
             try:
                 row = run_benchmark_csv(self.plan.benchmark, HOST, server.port, workload, self.plan.clients,
                                         self.plan.pipeline, requests, deadline, cwd=self.run_dir)
@@ -616,10 +705,13 @@ class AlternatingTrials:
                     raise
                 self._fail(side, trial, workload, None, None, failure.server_error or str(failure))
                 return None
+            # The run's wall time, redis-benchmark's start-up and connections included: its own figure
+            # leaves them out, and so can exceed what the run really delivered.
+            seconds = time.perf_counter() - started
         if row.rps <= 0:
             self._fail(side, trial, workload, None, None, "redis-benchmark measured no completed request")
             return None
-        return _Pass(requests, requests / row.rps, row.rps, Latency.from_row(row), meter.usage, BENCHMARK)
+        return _Pass(requests, seconds, Latency.from_row(row), meter.usage, BENCHMARK, tool_rps=row.rps)
 
     def _fail(self, side: Side, trial: int, workload: Workload, errors: int | None, requests: int | None,
               first_error: str) -> None:

@@ -16,6 +16,8 @@ from zprof.analysis.verdicts import (
     ACCEPTABLE,
     EXCELLENT,
     FAILED,
+    INDICATIVE,
+    LOAD_BOUND,
     UNACCEPTABLE,
     UNSTABLE,
     CommandComparison,
@@ -27,10 +29,12 @@ from zprof.analysis.verdicts import (
 )
 from zprof.collect.machine import MachineInfo
 from zprof.load.benchmark_runs import KEY_BYTES, REDIS, TARGET, VALUE_BYTES, MemoryRecord, RunRecord
+from zprof.load.calibration import MIN_TRIAL_SECONDS
 from zprof.report.terminal import human_bytes, render_build_warnings
 
-SCHEMA = "zprof.bench/2"
-STYLE = {EXCELLENT: "green", ACCEPTABLE: "yellow", UNACCEPTABLE: "bold red", UNSTABLE: "magenta", FAILED: "bold red"}
+SCHEMA = "zprof.bench/3"
+STYLE = {EXCELLENT: "green", ACCEPTABLE: "yellow", UNACCEPTABLE: "bold red", UNSTABLE: "magenta", FAILED: "bold red",
+         LOAD_BOUND: "magenta", INDICATIVE: "yellow"}
 
 
 @dataclass
@@ -65,6 +69,7 @@ class BenchSettings:
     load: str
     deadline_s: float | None
     subscribers: int | None = None  # PUBLISH's, when it was compared
+    min_trial_seconds: float = MIN_TRIAL_SECONDS
 
 
 @dataclass
@@ -86,10 +91,8 @@ class BenchReport:
     def verdicts(self) -> list[tuple[str, Verdict]]:
         """Every verdict of the run, named: "SET throughput", "SET p99", "memory"; those marked unstable or
         failed are left out (their level is not a finding)."""
-        named = [(f"{command.command} {what}", verdict) for command in self.commands
-                 for what, verdict in (("throughput", command.throughput_verdict), ("p99", command.latency_verdict))
-                 if verdict is not None and command.status(verdict) == verdict.level]
-        if self.memory and self.memory.verdict:
+        named = [finding for command in self.commands for finding in command.findings()]
+        if self.memory and self.memory.verdict and self.memory.status == self.memory.verdict.level:
             named.append(("memory", self.memory.verdict))
         return named
 
@@ -151,7 +154,8 @@ def _trial_json(record: RunRecord) -> dict:
     figures = {"trial": record.trial, "rps": record.rps, "p50_ms": latency.p50, "p95_ms": latency.p95,
                "p99_ms": latency.p99, "p999_ms": latency.p999, "cpu_pct": record.cpu.server_percent,
                "errors": record.errors, "requests": record.requests, "seconds": record.seconds,
-               "driver": record.tool, "p999_source": record.p999_source, "p999_requests": record.p999_requests}
+               "driver": record.tool, "p999_source": record.p999_source, "p999_requests": record.p999_requests,
+               "tool_rps": record.tool_rps}
     if record.subscribers is not None:
         figures.update(subscribers=record.subscribers, deliveries=record.deliveries,
                        expected_deliveries=record.expected_deliveries)
@@ -197,6 +201,7 @@ def _command_json(command: CommandComparison) -> dict:
         "throughput_verdict": asdict(command.throughput_verdict) if command.throughput_verdict else None,
         "latency_verdict": asdict(command.latency_verdict) if command.latency_verdict else None,
         "unstable": command.unstable,
+        "latency_unstable": command.latency_unstable,
         "load_generator_bound": command.load_generator_bound,
         "machine_saturated": command.machine_saturated,
         "first_error": command.failure.first_error if command.failure else None,
@@ -272,8 +277,9 @@ def render_bench(report: BenchReport, console: Console) -> None:
     machine = report.machine
     console.print(f"[bold]zprof bench[/]: [cyan]{target}[/] ({report.target.binary}) against "
                   f"[cyan]redis-server {report.reference.version}[/]")
-    console.print(f"load: {settings.load}; {settings.trials} trial(s) of {settings.requests:,} requests per command, "
-                  f"fresh servers alternating, after a discarded warm-up of {settings.warmup_requests:,}")
+    console.print(f"load: {settings.load}; {settings.trials} trial(s) of at least {settings.requests:,} requests and "
+                  f"{settings.min_trial_seconds:g} s per command, fresh servers alternating in pairs, after a "
+                  f"discarded warm-up of {settings.warmup_requests:,}")
     after = f", {report.load_average_after[0]} after" if report.load_average_after else ""
     console.print(f"machine: {machine.cores} cores ({machine.model}), {machine.kernel}, "
                   f"load average {machine.load_average[0]} before{after}")
@@ -315,12 +321,10 @@ def _throughput_table(commands: list[CommandComparison], target: str, reference:
         table.add_column(column, justify="left" if column in ("Command", "Status") else "right")
     for command in commands:
         redis, ours = command.redis, command.target
-        flags = " ".join(flag for flag, on in (("load-bound", command.load_generator_bound),) if on)
         load = [f.load_generator_cpu_percent for f in (redis, ours) if f is not None]
         table.add_row(
             command.command, _rps(redis), _rps(ours), _percent(command.throughput),
-            Text.assemble(_status_text(command, command.throughput_status, command.throughput_verdict),
-                          (f" {flags}" if flags else "", "yellow")),
+            _status_text(command, command.throughput_status, command.throughput_verdict),
             _interval(command.throughput), f"{_cv(redis)} / {_cv(ours)}",
             f"{_cpu(redis.cpu_percent if redis else None)} / {_cpu(ours.cpu_percent if ours else None)} / "
             f"{_cpu(max(load) if load else None)}",
