@@ -24,6 +24,7 @@ class CliResult:
     returncode: int
     stdout: str
     stderr: str
+    directory: Path | None = None  # the run's output directory, when a fixture chose it
 
     @property
     def output(self) -> str:
@@ -46,6 +47,21 @@ def taken_port():
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         yield taken.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def replays_as_printed(run_zprof):
+    """Checks that `zprof report DIR` prints exactly what the live command printed (its report,
+    without the closing line that says where the run was saved)."""
+
+    def check(directory: Path, live_stdout: str) -> None:
+        replay = run_zprof("report", str(directory))
+        assert replay.returncode == 0, replay.output
+        printed = "".join(line for line in live_stdout.splitlines(keepends=True)
+                          if not line.startswith("Run saved to "))
+        assert replay.stdout == printed
+
+    return check
 
 
 @pytest.fixture(scope="session")
@@ -80,20 +96,26 @@ def run_zprof(zprof_env: dict[str, str]):
     return run
 
 
+def flat_allocs(run: dict) -> dict:
+    """An allocs run with its analysis' fields beside the run's own, as the tests read them."""
+    return {**run, **run["analysis"]}
+
+
 @pytest.fixture(scope="session")
 def allocs_json(run_zprof, tmp_path_factory: pytest.TempPathFactory):
-    """`zprof allocs` on minikv, returning its JSON report; each distinct run once per session."""
+    """`zprof allocs` on minikv, returning its saved run (flattened, `flat_allocs`); each distinct run once
+    per session."""
     results: dict[tuple[str, ...], dict] = {}
     out_dir = tmp_path_factory.mktemp("allocs")
 
     def run(command: str, *extra: str) -> dict:
         key = (command, *extra)
         if key not in results:
-            path = out_dir / f"report-{len(results)}.json"
-            done = run_zprof("allocs", command, "--project", str(MINIKV), "--json", str(path), *extra)
+            output = out_dir / f"run-{len(results)}"
+            done = run_zprof("allocs", command, "--project", str(MINIKV), "--output", str(output), *extra)
             assert done.returncode == 0, done.output
             assert "Traceback" not in done.output
-            results[key] = json.loads(path.read_text())
+            results[key] = flat_allocs(json.loads((output / "run.json").read_text()))
         return results[key]
 
     return run

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import MINIKV, REPO
+from zprof.builder.shim import patch_allocator_source
 from zprof.errors import ZprofError
-from zprof.target.shim import patch_allocator_source
 
 
 def tree_state(root: Path) -> dict[str, tuple[int, int]]:

@@ -13,8 +13,8 @@ from tests.conftest import MINIKV
 from zprof.analysis.perf_script import parse_perf_script
 from zprof.analysis.stacks import parse_folded, profile_from_json
 from zprof.collect.perf import script
-from zprof.commands.flame import read_profile
 from zprof.errors import ZprofError
+from zprof.sessions.flame import read_profile
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +37,7 @@ def flame_run(run_zprof, tmp_path_factory):
 
 
 def summary(out: Path) -> dict:
-    return json.loads((out / "summary.json").read_text())
+    return json.loads((out / "run.json").read_text())["summary"]
 
 
 def test_hot_loop_puts_spin_score_first_by_self_time(flame_run):
@@ -55,6 +55,11 @@ def inclusive_share(out: Path, function_suffix: str) -> float:
     profile = profile_from_json(json.loads((out / "profile.zprof.json").read_text()))
     wanted = {index for index, frame in enumerate(profile.frames) if frame.name.endswith(function_suffix)}
     return profile.weight_of(lambda sample: wanted.intersection(sample.stack)) / profile.total_weight
+
+
+def test_the_saved_run_prints_again_as_it_printed(flame_run, replays_as_printed):
+    out, stdout = flame_run("--command", "ZADD", "--duration", "4", "--server-args", "--defect hot-loop")
+    replays_as_printed(out, stdout)
 
 
 def test_linear_lookup_shows_as_a_large_share_of_the_cpu(flame_run):

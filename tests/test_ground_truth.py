@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from tests.conftest import MINIKV
-from zprof.report.terminal import human_bytes
+from tests.conftest import MINIKV, flat_allocs
+from zprof.report.units import human_bytes
 
 pytestmark = pytest.mark.slow
 
@@ -132,9 +132,9 @@ def test_tables_forced_small_say_exactly_what_they_lost(allocs_json, run_zprof, 
     full = allocs_json("HSET", "--requests", REQUESTS)
     path = tmp_path / "small.json"
     done = run_zprof("allocs", "HSET", "--project", str(MINIKV), "--requests", REQUESTS, "--json", str(path),
-                     env={"ZPROF_SHIM_LIMITS": limits})
+                     "--output", str(tmp_path / "run"), env={"ZPROF_SHIM_LIMITS": limits})
     assert done.returncode == 0, done.output
-    small = json.loads(path.read_text())
+    small = flat_allocs(json.loads(path.read_text()))
     loss = next(loss for loss in small["losses"] if loss["table"] == table)
     assert loss["count"] > 0 and loss["bytes"] > 0
     flat = " ".join(done.stdout.split())
@@ -157,6 +157,7 @@ def test_tables_forced_small_say_exactly_what_they_lost(allocs_json, run_zprof, 
 
 def test_json_contract_has_the_documented_fields(allocs_json):
     report = allocs_json("HSET", "--requests", REQUESTS)
+    assert report["schema"] == "zprof.allocs/3"
     assert report["command"] == "HSET"
     assert report["requests"] == int(REQUESTS)
     for key in ("allocs", "frees", "resizes", "remaps", "bytes_allocated", "bytes_retained"):
@@ -170,3 +171,10 @@ def test_json_contract_has_the_documented_fields(allocs_json):
     # Request parsing uses the per-connection arena, which the GPA alone would never show.
     arena = next(layer for layer in report["by_layer"] if layer["layer"] == "arena")
     assert arena["allocs_per_request"] >= 1
+
+
+def test_the_saved_run_prints_again_as_it_printed(run_zprof, replays_as_printed, tmp_path):
+    done = run_zprof("allocs", "SADD", "--project", str(MINIKV), "--requests", "2000", "--server-args",
+                     "--defect small-allocs", "--output", str(tmp_path / "run"))
+    assert done.returncode == 0, done.output
+    replays_as_printed(tmp_path / "run", done.stdout)

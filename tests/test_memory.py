@@ -11,24 +11,15 @@ import pytest
 
 from tests.conftest import MINIKV
 from tests.shim_fakes import layer, snapshot
-from zprof.analysis.growth import (
-    AFTER_FLUSH,
-    IDLE,
-    LOAD,
-    WARMUP,
-    Phase,
-    RawSample,
-    Recording,
-    analyse,
-    massif_peak,
-)
+from zprof.analysis.growth import RawSample, Recording, analyse, massif_peak
 from zprof.analysis.symbols import SourceFrame
+from zprof.builder.shim import MASSIF, hooks_source
 from zprof.collect.massif import alloc_fns, parse_massif
 from zprof.collect.shim_counters import SiteCounters
-from zprof.commands.memory import plan_phases
 from zprof.errors import ZprofError
 from zprof.load.workloads import workload_for
-from zprof.target.shim import MASSIF, hooks_source
+from zprof.model.memory import AFTER_FLUSH, IDLE, LOAD, WARMUP, Phase
+from zprof.sessions.memory import plan_phases
 
 PHASE_LABELS = ("idle", "warm-up", "load SET", "after FLUSHALL")
 LEAK_BYTES_PER_SET = 64  # defects.audit_record_len
@@ -46,7 +37,9 @@ def memory_run(run_zprof, tmp_path_factory):
                              "--json", str(base / "report.json"), *args)
             assert done.returncode == 0, done.output
             assert "Traceback" not in done.output
-            runs[args] = (base / "out", json.loads((base / "report.json").read_text()), done.stdout)
+            saved = json.loads((base / "report.json").read_text())
+            assert saved == json.loads((base / "out" / "run.json").read_text())
+            runs[args] = (base / "out", {**saved, **saved.get("analysis", {})}, done.stdout)
         return runs[args]
 
     return run
@@ -96,6 +89,12 @@ def test_the_json_has_the_time_series_by_phase(memory_run):
     assert all(s["rss_bytes"] and s["rss_bytes"] >= s["anon_rss_bytes"] for s in samples)
     phases = {p["label"]: p for p in report["phases"]}
     assert phases["load SET"]["requests"] > 0 and phases["idle"]["requests"] == 0
+
+
+@pytest.mark.slow
+def test_the_saved_run_prints_again_as_it_printed(memory_run, replays_as_printed):
+    out, _, stdout = set_run(memory_run, "--defect", "leak")
+    replays_as_printed(out, stdout)
 
 
 @pytest.mark.slow
@@ -156,7 +155,7 @@ def test_a_server_that_dies_mid_run_still_gets_its_picture(run_zprof, tmp_path):
     assert "crashed during load SET" in done.output and "zprof-test-crash" in done.output
     assert "Traceback" not in done.output
     report = json.loads((tmp_path / "r.json").read_text())
-    assert not report["complete"] and not report["leak"]["checked"]
+    assert not report["complete"] and not report["analysis"]["leak"]["checked"]
     assert (tmp_path / "out" / "memory.svg").stat().st_size > 0
 
 
@@ -247,7 +246,7 @@ def test_a_flushall_error_means_no_leak_verdict():
     recording.flushall_error = "ERR unknown command 'FLUSHALL'"
     analysis = analyse(recording, FakeSymbolizer())
     assert not analysis.leak.checked and not analysis.leak.detected
-    assert any(v.kind == "unchecked" and "FLUSHALL" in v.message for v in analysis.verdicts)
+    assert any(v.kind == "unchecked" and v.values["flushall_error"] for v in analysis.verdicts)
 
 
 MASSIF_OUT = """\

@@ -7,13 +7,14 @@ import random
 import pytest
 
 from tests.shim_fakes import ARENA_FN, FIXED, GPA, PAGE, FakeSymbolizer, layer, site, snapshot
-from zprof.analysis.allocations import RetainedRule, Window, _size_label, analyse, layer_name
+from zprof.analysis.allocations import RetainedRule, Window, analyse, layer_name
+from zprof.builder.project import load_project
+from zprof.builder.toolchain import Version
 from zprof.errors import ZprofError
 from zprof.load.driver import Workload
 from zprof.load.resp import ErrorReply, encode, parse
 from zprof.load.workloads import workload_for
-from zprof.target.project import load_project
-from zprof.target.toolchain import Version
+from zprof.report.units import size_class_label
 
 
 def test_resp_round_trip_and_partial_input():
@@ -77,9 +78,9 @@ def test_layer_names_come_from_allocator_symbols():
 
 
 def test_size_class_labels():
-    assert _size_label(1) == "1 B"
-    assert _size_label(6) == "32-63 B"
-    assert _size_label(22) == "2.0 MiB-4.0 MiB"
+    assert size_class_label(1, 1) == "1 B"
+    assert size_class_label(32, 63) == "32-63 B"
+    assert size_class_label(2 << 20, (4 << 20) - 1) == "2.0 MiB-4.0 MiB"
 
 
 # --- The allocation maths on hand-made snapshots --------------------------------

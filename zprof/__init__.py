@@ -1,3 +1,3 @@
 """zprof: performance validation for Zig servers such as Zoltraak."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

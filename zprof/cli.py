@@ -14,6 +14,7 @@ from zprof.commands.build import build_command
 from zprof.commands.doctor import doctor_command
 from zprof.commands.flame import flame_command
 from zprof.commands.memory import memory_command
+from zprof.commands.report import report_command
 from zprof.errors import EXIT_USAGE, ZprofError
 
 
@@ -29,6 +30,7 @@ cli.add_command(build_command)
 cli.add_command(doctor_command)
 cli.add_command(flame_command)
 cli.add_command(memory_command)
+cli.add_command(report_command)
 
 
 def main(argv: list[str] | None = None) -> int:

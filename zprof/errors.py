@@ -20,3 +20,12 @@ class ZprofError(Exception):
         self.message = message
         self.detail = detail
         self.exit_code = exit_code
+
+
+class PartialRun(ZprofError):
+    """A measurement stopped by a failure after it measured something: `run` holds what it
+    measured (marked incomplete), to save and report before the failure ends the command."""
+
+    def __init__(self, error: ZprofError, run: object) -> None:
+        super().__init__(error.message, detail=error.detail, exit_code=error.exit_code)
+        self.run = run

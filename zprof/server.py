@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +24,9 @@ DEFAULT_START_COMMAND = "{binary} --port {port}"
 READY_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 5.0
 LOG_TAIL_LINES = 25
+# A server that dies before it answers PING is started again, up to this many times in all: a start-up
+# crash is the target's bug, to report, not a reason to lose the measurement.
+START_ATTEMPTS = 20
 
 
 def free_port() -> int:
@@ -152,3 +158,49 @@ class Server:
         """SIGTERM to the server's process group, then SIGKILL; idempotent."""
         if self.process is not None:
             kill_group(self.process, self.spec.stop_timeout)
+
+
+@dataclass
+class Starts:
+    """How a server's starts went, over a run: crashes before it answered PING included."""
+
+    starts: int = 0
+    crashes: int = 0
+    last_crash: str | None = None  # "signal 11, SIGSEGV"
+
+
+def _how(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            return f"signal {-returncode}, {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"signal {-returncode}"
+    return f"exit status {returncode}"
+
+
+@contextmanager
+def fresh_server(spec: ServerSpec, run_dir: Path, starts: Starts, label: str = "the server") -> Iterator[Server]:
+    """A newly started server, stopped afterwards; one that died of a signal of its own before it answered
+    PING is started again, up to START_ATTEMPTS times, and counted in `starts`."""
+    for attempt in range(1, START_ATTEMPTS + 1):
+        server = Server(spec, run_dir)
+        starts.starts += 1
+        try:
+            server.start()
+        except ZprofError as error:
+            code = server.process.returncode if server.process is not None else None
+            # Killed by a signal of its own (SIGSEGV, SIGABRT...): not a port in use, a command that cannot
+            # run, a deliberate exit status, or a silent server zprof stopped itself.
+            if code is None or code >= 0 or code in (-signal.SIGTERM, -signal.SIGKILL):
+                raise
+            starts.crashes += 1
+            starts.last_crash = _how(code)
+            if attempt == START_ATTEMPTS:
+                raise ZprofError(f"{label} crashed during start-up in all {START_ATTEMPTS} attempts "
+                                 f"({starts.last_crash})", detail=error.detail, exit_code=error.exit_code) from error
+            continue
+        try:
+            yield server
+        finally:
+            server.stop()
+        return

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 
 from zprof.analysis.symbols import SourceFrame, Symbolizer, is_std_file
 from zprof.collect.shim_counters import LayerCounters, LossCounters, ShimSnapshot, SiteCounters
+from zprof.model.allocs import AllocationAnalysis, CallSite, Flag, Keys, LayerUsage, PerRequest, SizeClass
+from zprof.model.common import Loss
 
 SMALL_BYTES = 64
 LARGE_BYTES = 1 << 20
@@ -30,6 +32,8 @@ LARGE_BYTES = 1 << 20
 SMALL_FLAG_PER_REQUEST = 1.0
 # Retained bytes per request below this are noise (a hash map growing once).
 GROWTH_FLAG_BYTES = 1.0
+# A large allocation is flagged when it recurs, from this many per request (not a table that grew once).
+LARGE_FLAG_PER_REQUEST = 0.01
 
 # Substrings of an allocator's `alloc` symbol, and the layer name zprof gives it.
 _LAYER_NAMES = (
@@ -154,131 +158,8 @@ class Window:
         return result
 
 
-@dataclass
-class PerRequest:
-    allocs: float
-    frees: float
-    resizes: float
-    remaps: float
-    bytes_allocated: float
-    bytes_retained: float
-    bytes_temporary: float
-    nested_allocs: float
-
-
-@dataclass
-class LayerUsage:
-    layer: str
-    symbol: str
-    allocs_per_request: float
-    nested_allocs_per_request: float
-    bytes_per_request: float
-    frees_per_request: float
-    resizes_per_request: float
-    remaps_per_request: float
-    live_bytes_growth: int
-    peak_live_bytes: int
-    # Gives its blocks back all at once (an arena reset, a rewound buffer), not one by one.
-    releases_en_bloc: bool = False
-    releases_per_request: float = 0.0
-
-
-@dataclass
-class SizeClass:
-    label: str
-    min_bytes: int
-    max_bytes: int
-    allocs_per_request: float
-
-
-@dataclass
-class CallSite:
-    function: str
-    file: str | None
-    line: int | None
-    inlined: list[str]
-    layer: str
-    nested_in: str | None
-    allocs_per_request: float
-    bytes_per_request: float
-    retained_bytes_per_request: float
-    average_bytes: float
-    max_bytes: int
-    # Retained in each half of the run (None without a halfway snapshot); and held after
-    # FLUSHALL of what the warm-up and the run added, per request of both (None without FLUSHALL).
-    retained_halves: tuple[float, float] | None = None
-    kept_bytes_per_request: float | None = None
-
-
-@dataclass
-class Flag:
-    kind: str  # small | large | growth
-    function: str
-    file: str | None
-    line: int | None
-    value: float
-    # Per request: for small, allocations; for large, bytes each; for growth, bytes kept.
-    layer: str | None = None
-
-
-@dataclass
-class Loss:
-    """What one of the shim's fixed tables could not hold over the run.
-
-    `table` is `layers` (calls not counted at all: every figure is a lower
-    bound), `sites` (allocations in the totals but in no call site: the sites
-    and retained bytes miss up to `bytes`), `live` (blocks whose frees cannot
-    be credited to their site: retained bytes may be overstated by up to
-    `bytes`) or `untracked-frees` (frees of blocks the live table did not hold).
-    """
-
-    table: str
-    count: int
-    bytes: int
-    capacity: int | None
-
-
-@dataclass
-class Keys:
-    """The server's key count (DBSIZE) around the measured run, when it answers DBSIZE."""
-
-    before: int
-    after: int
-
-    @property
-    def new(self) -> int:
-        return self.after - self.before
-
-
-@dataclass
-class AllocationAnalysis:
-    per_request: PerRequest
-    by_layer: list[LayerUsage]
-    size_classes: list[SizeClass]
-    small_allocs_per_request: float
-    large_allocs_per_request: float
-    sites: list[CallSite]
-    flags: list[Flag]
-    losses: list[Loss] = field(default_factory=list)
-    # Held after FLUSHALL of what the warm-up and the run added, per request of both: neither
-    # temporary nor stored data (None: no FLUSHALL answer).
-    kept_bytes_per_request: float | None = None
-    keys: Keys | None = None
-    # Retained bytes over the keys the run added (None: no new key, or no DBSIZE).
-    retained_bytes_per_new_key: float | None = None
-
-
 def _size_class_bounds(index: int) -> tuple[int, int]:
     return (0, 0) if index == 0 else (1 << (index - 1), (1 << index) - 1)
-
-
-def format_bytes(count: float) -> str:
-    sign = "-" if count < 0 else ""
-    count = abs(count)
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if count >= size:
-            return f"{sign}{count / size:.1f} {unit}"
-    return f"{sign}{count:.0f} B" if count >= 10 or count == 0 else f"{sign}{count:.1f} B"
 
 
 def _frame_text(frame: SourceFrame) -> str:
@@ -423,7 +304,7 @@ def analyse(window: Window, requests: int, symbolizer: Symbolizer, bias: int = 0
     retained_total = sum(retained.values())
     classes = window.size_class_deltas()
     size_classes = [
-        SizeClass(_size_label(i), *_size_class_bounds(i), count * per) for i, count in enumerate(classes) if count > 0.5
+        SizeClass(*_size_class_bounds(i), count * per) for i, count in enumerate(classes) if count > 0.5
     ]
     per_request = PerRequest(
         allocs=sum(d["allocs"] for d in program) * per,
@@ -469,13 +350,6 @@ def _signed(value: int) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
-def _size_label(index: int) -> str:
-    low, high = _size_class_bounds(index)
-    if low < 1024:
-        return f"{low}-{high} B" if low != high else f"{low} B"
-    return f"{format_bytes(low)}-{format_bytes(high + 1)}"
-
-
 def is_growth(site: CallSite, total_kept: float) -> bool:
     """Bytes a site keeps with every request: retained in both halves of the run (a hash
     map that doubled once grows in one half only) and, when FLUSHALL was answered, not
@@ -492,7 +366,7 @@ def find_flags(sites: list[CallSite], per_request: PerRequest) -> list[Flag]:
     for site in sites:
         if site.nested_in is None and site.layer != ARENA and 0 < site.average_bytes < SMALL_BYTES:
             small[(site.function, site.file, site.line)] += site.allocs_per_request
-        if site.nested_in is None and site.max_bytes > LARGE_BYTES and site.allocs_per_request > 0:
+        if site.nested_in is None and site.max_bytes > LARGE_BYTES and site.allocs_per_request >= LARGE_FLAG_PER_REQUEST:
             flags.append(Flag("large", site.function, site.file, site.line, site.average_bytes, site.layer))
     for (function, file, line), count in small.items():
         if count >= SMALL_FLAG_PER_REQUEST:

@@ -14,18 +14,30 @@ stays after FLUSHALL too, but not in proportion to the requests.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import ClassVar
+from dataclasses import dataclass
 
-from zprof.analysis.allocations import GROWTH_FLAG_BYTES, Loss, SiteNames, format_bytes, losses_of
+from zprof.analysis.allocations import GROWTH_FLAG_BYTES, SiteNames, losses_of
 from zprof.analysis.symbols import Symbolizer, display_path, is_std_file
-from zprof.artifacts import JsonArtifact, TargetInfo
 from zprof.collect.massif import MassifNode, MassifOutput
 from zprof.collect.shim_counters import ShimSnapshot
+from zprof.model.memory import (
+    AFTER_FLUSH,
+    IDLE,
+    LOAD,
+    WARMUP,
+    Growth,
+    Leak,
+    LeakSite,
+    MassifPeak,
+    MemoryAnalysis,
+    PeakSite,
+    Phase,
+    PhaseGrowth,
+    RssReport,
+    Sample,
+    Verdict,
+)
 
-SCHEMA = "zprof.memory/1"
-MASSIF_SCHEMA = "zprof.memory.massif/1"
-IDLE, WARMUP, LOAD, AFTER_FLUSH = "idle", "warm-up", "load", "after FLUSHALL"
 # A call site leaks when the bytes it kept after FLUSHALL, and its growth in
 # both halves of some load phase, reach this per request.
 LEAK_SITE_BYTES_PER_REQUEST = 0.25
@@ -61,19 +73,6 @@ class RawSample:
     anon_rss_bytes: int | None  # RSS without file-backed pages (the binary, zprof's counter file)
 
 
-@dataclass(frozen=True)
-class Phase:
-    label: str  # "idle", "warm-up", "load SET", "after FLUSHALL"
-    kind: str  # IDLE, WARMUP, LOAD or AFTER_FLUSH
-    command: str | None
-    start: float
-    end: float
-    requests: int
-    # The server's key count (DBSIZE) when a load phase began and ended; None when not asked or not answered.
-    keys_before: int | None = None
-    keys_after: int | None = None
-
-
 @dataclass
 class Recording:
     samples: list[RawSample]
@@ -89,107 +88,6 @@ def held_by_site(snapshot: ShimSnapshot) -> dict[int, int]:
 
 def program_allocations(snapshot: ShimSnapshot) -> int:
     return sum(layer.allocs for layer in snapshot.layers)
-
-
-# Results ---------------------------------------------------------------------
-@dataclass
-class Sample:
-    time: float
-    live_bytes: int
-    rss_bytes: int | None
-    anon_rss_bytes: int | None
-    allocations: int
-    requests: int
-    phase: str
-
-
-@dataclass
-class PhaseGrowth:
-    phase: str
-    command: str | None
-    seconds: float
-    requests: int
-    start_bytes: int
-    end_bytes: int
-    bytes_per_second: float
-    bytes_per_request: float
-    new_keys: int | None = None  # keys the phase added (DBSIZE), when the server answers DBSIZE
-    # What the phase's live bytes grew by, over its new keys; None without new keys.
-    bytes_per_new_key: float | None = None
-
-
-@dataclass
-class Growth:
-    """Live bytes: the idle level, under load, and after FLUSHALL."""
-
-    idle_bytes: int
-    load_end_bytes: int
-    after_flush_bytes: int | None
-    # Slopes over the load phases (least squares), warm-up excluded.
-    bytes_per_second: float
-    bytes_per_request: float
-    given_back_bytes: int | None
-    peak_bytes: int
-    peak_time: float
-    # The shim's own high-water mark, the largest of the layers' peaks: it also
-    # sees peaks that fall between two samples, but a layer's peak counts the
-    # blocks it served to other allocators too (GPA slabs from the page allocator).
-    shim_peak_bytes: int
-    phases: list[PhaseGrowth]
-
-
-@dataclass
-class LeakSite:
-    function: str
-    file: str | None
-    line: int | None
-    inlined: list[str]
-    layer: str
-    bytes_per_request: float
-    retained_bytes: int
-
-
-@dataclass
-class Leak:
-    checked: bool  # FLUSHALL was answered, so what it left behind is known
-    detected: bool
-    bytes_per_request: float  # of the leaking sites; 0 when none
-    retained_bytes: int  # live bytes after FLUSHALL above the idle level, leak or not
-    one_time_bytes: int  # of those, what did not grow with the requests
-    requests: int
-    sites: list[LeakSite]  # the leak's call sites
-    # The call sites holding most of what FLUSHALL left, leak or not.
-    retained_sites: list[LeakSite] = field(default_factory=list)
-
-
-@dataclass
-class RssReport:
-    """Anonymous RSS (the process's private memory) against live bytes."""
-
-    idle_bytes: int | None
-    load_end_bytes: int | None
-    after_flush_bytes: int | None
-    ratio_load: float | None  # anonymous RSS / live bytes at the end of the load
-    ratio_after_flush: float | None
-    kept_bytes: int | None  # after FLUSHALL, held beyond live bytes more than when idle
-    far_above_live: bool
-
-
-@dataclass
-class Verdict:
-    kind: str  # flat | given-back | leak | once | no-leak | rss | unchecked
-    message: str
-
-
-@dataclass
-class MemoryAnalysis:
-    samples: list[Sample]
-    phases: list[Phase]
-    growth: Growth
-    leak: Leak
-    rss: RssReport
-    verdicts: list[Verdict]
-    losses: list[Loss] = field(default_factory=list)
 
 
 # Which sites count -------------------------------------------------------------
@@ -385,68 +283,37 @@ def _verdicts(growth: Growth, leak: Leak, rss: RssReport, recording: Recording) 
     verdicts = []
     grew = growth.load_end_bytes - growth.idle_bytes
     if abs(growth.bytes_per_request) < FLAT_BYTES_PER_REQUEST:
-        verdicts.append(Verdict("flat", f"Live bytes stay flat during the load ({growth.bytes_per_request:+.2f} B per "
-                                        f"request); they end {format_bytes(grew)} above the idle level."))
+        verdicts.append(Verdict("flat", {"bytes_per_request": growth.bytes_per_request, "grew_bytes": grew}))
     if not leak.checked:
-        why = (f"the server answered FLUSHALL with an error ({recording.flushall_error})"
-               if recording.flushall_error else "the run did not reach FLUSHALL")
-        verdicts.append(Verdict("unchecked", f"No leak verdict: {why}."))
+        verdicts.append(Verdict("unchecked", {"flushall_error": recording.flushall_error}))
         return verdicts
     assert growth.after_flush_bytes is not None and growth.given_back_bytes is not None
     if grew > 0 and growth.given_back_bytes >= GIVEN_BACK_TOLERANCE * grew:
-        share = min(growth.given_back_bytes / grew, 1.0)
-        back_to_idle = growth.after_flush_bytes - growth.idle_bytes <= GIVEN_BACK_TOLERANCE * grew
-        verdicts.append(Verdict("given-back", (
-            f"FLUSHALL gives back {format_bytes(growth.given_back_bytes)} ({share:.0%}) of the "
-            f"{format_bytes(grew)} the load added: data the workload stores (expected)"
-            + ("; live bytes are back at the idle level." if back_to_idle else ".")
-        )))
+        verdicts.append(Verdict("given-back", {
+            "given_back_bytes": growth.given_back_bytes, "grew_bytes": grew,
+            "share": min(growth.given_back_bytes / grew, 1.0),
+            "back_to_idle": growth.after_flush_bytes - growth.idle_bytes <= GIVEN_BACK_TOLERANCE * grew,
+        }))
     if leak.detected:
         top = leak.sites[0]
-        verdicts.append(Verdict("leak", (
-            f"Leak: {leak.bytes_per_request:.1f} B per request stay after FLUSHALL "
-            f"({format_bytes(leak.retained_bytes)} over {leak.requests:,} requests); the top call site is "
-            f"{top.function} ({top.bytes_per_request:.1f} B per request)."
-        )))
+        verdicts.append(Verdict("leak", {
+            "bytes_per_request": leak.bytes_per_request, "retained_bytes": leak.retained_bytes,
+            "requests": leak.requests, "function": top.function, "function_bytes_per_request": top.bytes_per_request,
+        }))
     elif leak.retained_bytes >= min(RSS_KEPT_MIN_BYTES, LEAK_BYTES_PER_REQUEST * leak.requests):
         most = leak.retained_sites[0] if leak.retained_sites else None
-        verdicts.append(Verdict("once", (
-            f"No leak, but {format_bytes(leak.retained_bytes)} stay after FLUSHALL without growing with the "
-            "requests (a cache or a buffer at its working size)"
-            + (f"; the most at {most.function} ({format_bytes(most.retained_bytes)})." if most else ".")
-        )))
+        verdicts.append(Verdict("once", {
+            "retained_bytes": leak.retained_bytes, "function": most.function if most else None,
+            "function_bytes": most.retained_bytes if most else None,
+        }))
     else:
-        verdicts.append(Verdict("no-leak", "No leak: what FLUSHALL does not give back does not grow with the "
-                                           f"requests ({format_bytes(leak.retained_bytes)} over idle)."))
+        verdicts.append(Verdict("no-leak", {"retained_bytes": leak.retained_bytes}))
     if rss.far_above_live and rss.kept_bytes is not None:
-        ratio = f", {rss.ratio_after_flush:.1f}x live bytes" if rss.ratio_after_flush else ""
-        verdicts.append(Verdict("rss", (
-            f"RSS stays far above live bytes after FLUSHALL: the process keeps {format_bytes(rss.kept_bytes)} more "
-            f"than when idle beyond what the program holds{ratio} (allocator caching or fragmentation)."
-        )))
+        verdicts.append(Verdict("rss", {"kept_bytes": rss.kept_bytes, "ratio_after_flush": rss.ratio_after_flush}))
     return verdicts
 
 
 # massif's peak, by call site ----------------------------------------------------
-@dataclass
-class PeakSite:
-    function: str
-    file: str | None
-    line: int | None
-    inlined: list[str]
-    bytes: int
-
-
-@dataclass
-class MassifPeak:
-    heap_bytes: int
-    time: float
-    time_unit: str
-    snapshot: int
-    sites: list[PeakSite]
-    timeline: list[tuple[float, int]]  # (time, heap bytes) of every snapshot
-
-
 def _is_library_frame(node: MassifNode) -> bool:
     return node.file is not None and (is_std_file(node.file) or node.file.endswith("/zprof_hooks.zig"))
 
@@ -504,39 +371,3 @@ def massif_peak(output: MassifOutput, symbolizer: Symbolizer | None = None, bias
 
 
 # Saved runs --------------------------------------------------------------------
-@dataclass
-class MemoryLoad:
-    description: str  # what drove the load
-    clients: int
-    pipeline: int
-    requests: int
-    errors: int
-    first_error: str | None
-    seconds: float  # of load, warm-up included
-    interval: float  # between samples (the shim engine), or 0
-    error_share: float = 0.0  # of the requests, those answered with an error
-
-
-@dataclass
-class MemoryRun(JsonArtifact):
-    schema: ClassVar[str] = SCHEMA
-    header: ClassVar[dict[str, str]] = {"engine": "shim"}
-
-    command: str  # the command, or "mixed"
-    target: TargetInfo
-    load: MemoryLoad
-    analysis: MemoryAnalysis
-    notes: list[str] = field(default_factory=list)
-    complete: bool = True
-
-
-@dataclass
-class MassifRun(JsonArtifact):
-    schema: ClassVar[str] = MASSIF_SCHEMA
-    header: ClassVar[dict[str, str]] = {"engine": "massif"}
-
-    command: str
-    target: TargetInfo
-    load: MemoryLoad
-    peak: MassifPeak
-    notes: list[str] = field(default_factory=list)

@@ -3,40 +3,16 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
 
 from zprof.analysis.stacks import StackProfile
+from zprof.model.common import Note
+from zprof.model.flame import FunctionShare, ProfileSummary, ShareChange
 
 UNKNOWN = "[unknown]"
 FLAG_SHARE = 0.10
 DWARF_SUGGESTION_SHARE = 0.10
 # Kernel frames that mean the thread was being switched out, not working.
 _IDLE_MARKERS = ("schedule", "do_idle", "cpuidle", "poll_idle")
-
-
-@dataclass
-class FunctionShare:
-    function: str
-    file: str | None
-    line: int | None
-    kind: str
-    self_weight: int
-    total_weight: int
-    self_share: float
-    total_share: float
-    flagged: bool  # a project function over FLAG_SHARE of all samples
-
-
-@dataclass
-class ProfileSummary:
-    unit: str
-    total: int
-    kernel_share: float
-    idle_share: float
-    unknown_share: float
-    by_self: list[FunctionShare]
-    by_total: list[FunctionShare]
-    notes: list[str]
 
 
 def function_shares(profile: StackProfile) -> list[FunctionShare]:
@@ -77,26 +53,11 @@ def summarise(profile: StackProfile, top: int = 10) -> ProfileSummary:
     kernel = share(lambda s: bool(s.stack) and profile.frames[s.stack[-1]].kind == "kernel")
     idle = share(lambda s: any(f.kind == "kernel" and f.name.startswith(_IDLE_MARKERS) for f in frames_of(s)))
     unknown = share(lambda s: bool(s.stack) and any(f.name == UNKNOWN for f in frames_of(s)[:1]))
-    notes = []
-    if unknown > DWARF_SUGGESTION_SHARE:
-        notes.append(f"{unknown:.0%} of stacks end in [unknown] frames (code without frame pointers); "
-                     "try --call-graph dwarf.")
+    notes = [Note("flame.unknown-frames", {"share": unknown})] if unknown > DWARF_SUGGESTION_SHARE else []
     shares = function_shares(profile)
     by_self = sorted((s for s in shares if s.self_weight), key=lambda s: (-s.self_weight, s.function))[:top]
     by_total = sorted(shares, key=lambda s: (-s.total_weight, s.function))[:top]
     return ProfileSummary(profile.unit, total, kernel, idle, unknown, by_self, by_total, notes)
-
-
-@dataclass
-class ShareChange:
-    function: str
-    kind: str
-    before: float
-    after: float
-
-    @property
-    def delta(self) -> float:
-        return self.after - self.before
 
 
 def share_changes(before: StackProfile, after: StackProfile, top: int = 15) -> list[ShareChange]:

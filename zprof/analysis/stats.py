@@ -6,7 +6,8 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+
+from zprof.model.common import RatioEstimate, Summary
 
 # Two-sided 95% quantiles of Student's t for 1 to 30 degrees of freedom.
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
@@ -26,17 +27,6 @@ def t975(degrees_of_freedom: int) -> float:
     return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
 
 
-@dataclass(frozen=True)
-class Summary:
-    """Of one figure over the trials; `cv` (stdev / mean, in percent) needs two trials."""
-
-    median: float
-    min: float
-    max: float
-    cv_percent: float | None
-    n: int
-
-
 def summarize(values: Sequence[float]) -> Summary:
     if not values:
         raise ValueError("nothing to summarize")
@@ -44,16 +34,6 @@ def summarize(values: Sequence[float]) -> Summary:
     cv = 100 * statistics.stdev(values) / mean if len(values) > 1 and mean > 0 else None
     return Summary(median=statistics.median(values), min=min(values), max=max(values),
                    cv_percent=None if cv is None else round(cv, 2), n=len(values))
-
-
-@dataclass(frozen=True)
-class RatioEstimate:
-    """A ratio in percent (100 = equal), with its 95% confidence interval (None
-    with a single pair)."""
-
-    percent: float
-    ci95: tuple[float, float] | None
-    pairs: int
 
 
 def paired_ratio(numerators: Sequence[float], denominators: Sequence[float]) -> RatioEstimate | None:

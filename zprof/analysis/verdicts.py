@@ -34,38 +34,38 @@ import math
 import statistics
 import tomllib
 from collections.abc import Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import fields, replace
 from pathlib import Path
 
-from zprof.analysis.stats import RatioEstimate, Summary, paired_ratio, summarize
+from zprof.analysis.stats import paired_ratio, summarize
 from zprof.errors import ZprofError
-from zprof.load.benchmark_runs import REDIS, TARGET, CommandFailure, MemoryRecord, RunRecord
+from zprof.model.bench import (
+    ACCEPTABLE,
+    EXCELLENT,
+    FAILED,
+    INDICATIVE,
+    LEVELS,
+    LOAD_BOUND,
+    REDIS,
+    TARGET,
+    UNACCEPTABLE,
+    UNSTABLE,
+    CommandComparison,
+    CommandFailure,
+    MemoryComparison,
+    MemoryRecord,
+    RunRecord,
+    ServerFigures,
+    Thresholds,
+    Verdict,
+)
+from zprof.model.common import Note, RatioEstimate
 
-EXCELLENT, ACCEPTABLE, UNACCEPTABLE = "excellent", "acceptable", "unacceptable"
-UNSTABLE, FAILED, LOAD_BOUND, INDICATIVE = "unstable", "failed", "load-bound", "indicative"
-LEVELS = (EXCELLENT, ACCEPTABLE, UNACCEPTABLE)
-STATUSES = (EXCELLENT, ACCEPTABLE, UNACCEPTABLE, UNSTABLE, LOAD_BOUND, FAILED)
-MEMORY_STATUSES = (EXCELLENT, ACCEPTABLE, UNACCEPTABLE, INDICATIVE, FAILED)
 # A load generator using this much of its one core was likely the bottleneck.
 GENERATOR_BOUND_PERCENT = 90.0
 MACHINE_SATURATED_PERCENT = 95.0
 # Memory per key is judged from this many keys on; below, it is indicative.
 MIN_KEYS_FOR_VERDICT = 100_000
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """Percentages of Redis' figure; throughput must reach, latency and memory must not exceed."""
-
-    throughput_excellent: float = 90.0
-    throughput_acceptable: float = 70.0
-    latency_excellent: float = 110.0
-    latency_acceptable: float = 125.0
-    memory_excellent: float = 120.0
-    memory_acceptable: float = 150.0
-    # Coefficient of variation of a server's throughput over the trials above which a command is unstable.
-    unstable_cv: float = 10.0
-    source: str = "zprof's defaults (Zoltraak's performance standards)"
 
 
 def load_thresholds(directory: Path) -> Thresholds:
@@ -118,14 +118,6 @@ def _thresholds_from(table: object, where: str) -> Thresholds:
     return thresholds
 
 
-@dataclass(frozen=True)
-class Verdict:
-    """`conclusive`: the 95% interval lies wholly in the level's band (None: no interval)."""
-
-    level: str
-    conclusive: bool | None
-
-
 def judge(estimate: RatioEstimate, excellent: float, acceptable: float, *, higher_is_better: bool) -> Verdict:
     sign = 1 if higher_is_better else -1
 
@@ -144,18 +136,17 @@ def worst(levels: Sequence[str | None]) -> str | None:
     return max(present, key=LEVELS.index) if present else None
 
 
-@dataclass(frozen=True)
-class ServerFigures:
-    """One server's figures for one command: medians over its trials, and the trials themselves."""
-
-    trials: int
-    rps: Summary
-    latency_ms: dict[str, float | None]
-    p99_cv_percent: float | None
-    cpu_percent: float | None
-    load_generator_cpu_percent: float
-    machine_cpu_percent: float
-    records: tuple[RunRecord, ...] = ()
+def overall_verdict(commands: Sequence[CommandComparison],
+                    memory: MemoryComparison | None) -> tuple[str | None, bool | None]:
+    """The worst level among the findings (verdicts whose status is their level), and False when
+    one at that level has a 95% interval reaching a better level."""
+    findings = [verdict for command in commands for _, verdict in command.findings()]
+    if memory is not None and memory.verdict is not None and memory.status == memory.verdict.level:
+        findings.append(memory.verdict)
+    level = worst([verdict.level for verdict in findings])
+    if level is None:
+        return None, None
+    return level, all(verdict.conclusive is not False for verdict in findings if verdict.level == level)
 
 
 def _median_or_none(values: Sequence[float | None]) -> float | None:
@@ -178,71 +169,7 @@ def server_figures(records: Sequence[RunRecord]) -> ServerFigures:
         cpu_percent=_median_or_none([record.cpu.server_percent for record in records]),
         load_generator_cpu_percent=statistics.median(record.cpu.load_generator_percent for record in records),
         machine_cpu_percent=statistics.median(record.cpu.machine_percent for record in records),
-        records=tuple(records),
     )
-
-
-@dataclass(frozen=True)
-class CommandComparison:
-    """`target` and `redis` cover every successful trial of each server; the ratios, only the
-    trials where both ran (pairs)."""
-
-    command: str
-    args: str
-    tool: str | None
-    target: ServerFigures | None
-    redis: ServerFigures | None
-    throughput: RatioEstimate | None
-    p99: RatioEstimate | None
-    throughput_verdict: Verdict | None
-    latency_verdict: Verdict | None
-    verdict: str | None
-    # A server's throughput, or p99 latency, varied by more than the unstable CV over the trials.
-    unstable: bool
-    latency_unstable: bool
-    load_generator_bound: bool
-    machine_saturated: bool
-    failure: CommandFailure | None
-
-    @property
-    def failed(self) -> bool:
-        return self.failure is not None
-
-    @property
-    def load_bound(self) -> bool:
-        return self.load_generator_bound or self.machine_saturated
-
-    def status(self, verdict: Verdict | None, unstable: bool) -> str | None:
-        """One of STATUSES (None: not measured, which only a run cut short leaves)."""
-        if self.failed:
-            return FAILED
-        if verdict is None:
-            return None
-        if self.load_bound and not (verdict.level == UNACCEPTABLE and verdict.conclusive):
-            return LOAD_BOUND
-        return UNSTABLE if unstable and not verdict.conclusive else verdict.level
-
-    @property
-    def throughput_status(self) -> str | None:
-        return self.status(self.throughput_verdict, self.unstable)
-
-    @property
-    def latency_status(self) -> str | None:
-        return self.status(self.latency_verdict, self.latency_unstable)
-
-    def findings(self) -> list[tuple[str, Verdict]]:
-        """The verdicts whose status is their level ("SET throughput", "SET p99"): the others are not findings."""
-        return [(f"{self.command} {what}", verdict)
-                for what, verdict, status in (("throughput", self.throughput_verdict, self.throughput_status),
-                                              ("p99", self.latency_verdict, self.latency_status))
-                if verdict is not None and status == verdict.level]
-
-    def errors(self, server: str) -> int:
-        """Error replies counted on `server`: only a failed command has any (redis-benchmark stops at the
-        first, so an unknown count is 1)."""
-        if self.failure is None or self.failure.server != server:
-            return 0
-        return self.failure.errors if self.failure.errors is not None else 1
 
 
 def compare_command(command: str, args: str, records: Sequence[RunRecord], failure: CommandFailure | None,
@@ -255,8 +182,9 @@ def compare_command(command: str, args: str, records: Sequence[RunRecord], failu
     target = [by_side[TARGET][t] for t in trials]
     redis = [by_side[REDIS][t] for t in trials]
     if not trials:
+        failed = FAILED if failure is not None else None
         return CommandComparison(command, args, tool, figures_of[TARGET], figures_of[REDIS], None, None, None, None,
-                                 None, False, False, False, False, failure)
+                                 failed, failed, False, False, False, False, failure)
     target_figures, redis_figures = server_figures(target), server_figures(redis)
     throughput = paired_ratio([r.rps for r in target], [r.rps for r in redis])
     p99 = paired_ratio([r.latency_ms.p99 or 0.0 for r in target], [r.latency_ms.p99 or 0.0 for r in redis])
@@ -265,34 +193,31 @@ def compare_command(command: str, args: str, records: Sequence[RunRecord], failu
     latency_verdict = None if p99 is None else judge(
         p99, thresholds.latency_excellent, thresholds.latency_acceptable, higher_is_better=False)
     figures = (target_figures, redis_figures)
+    unstable = any(f.rps.cv_percent is not None and f.rps.cv_percent > thresholds.unstable_cv for f in figures)
+    latency_unstable = any(f.p99_cv_percent is not None and f.p99_cv_percent > thresholds.unstable_cv
+                           for f in figures)
+    generator_bound = any(f.load_generator_cpu_percent >= GENERATOR_BOUND_PERCENT for f in figures)
+    saturated = any(f.machine_cpu_percent >= MACHINE_SATURATED_PERCENT for f in figures)
+    failed = failure is not None
     return CommandComparison(
         command=command, args=args, tool=tool, target=target_figures, redis=redis_figures,
         throughput=throughput, p99=p99, throughput_verdict=throughput_verdict, latency_verdict=latency_verdict,
-        verdict=worst([v.level for v in (throughput_verdict, latency_verdict) if v is not None]),
-        unstable=any(f.rps.cv_percent is not None and f.rps.cv_percent > thresholds.unstable_cv for f in figures),
-        latency_unstable=any(f.p99_cv_percent is not None and f.p99_cv_percent > thresholds.unstable_cv
-                             for f in figures),
-        load_generator_bound=any(f.load_generator_cpu_percent >= GENERATOR_BOUND_PERCENT for f in figures),
-        machine_saturated=any(f.machine_cpu_percent >= MACHINE_SATURATED_PERCENT for f in figures),
-        failure=failure,
+        throughput_status=status_of(throughput_verdict, failed, unstable, generator_bound or saturated),
+        latency_status=status_of(latency_verdict, failed, latency_unstable, generator_bound or saturated),
+        unstable=unstable, latency_unstable=latency_unstable, load_generator_bound=generator_bound,
+        machine_saturated=saturated, failure=failure,
     )
 
 
-@dataclass(frozen=True)
-class MemoryComparison:
-    keys: int
-    target: MemoryRecord | None
-    redis: MemoryRecord | None
-    percent_of_redis: float | None
-    verdict: Verdict | None
-
-    @property
-    def status(self) -> str:
-        """The verdict's level; `indicative` below MIN_KEYS_FOR_VERDICT keys; `failed` when memory per key
-        could not be judged (a load that failed, a server that did not keep the keys)."""
-        if self.verdict is None:
-            return FAILED
-        return self.verdict.level if self.keys >= MIN_KEYS_FOR_VERDICT else INDICATIVE
+def status_of(verdict: Verdict | None, failed: bool, unstable: bool, load_bound: bool) -> str | None:
+    """One of STATUSES, by the rules of this module's docstring (None: not measured)."""
+    if failed:
+        return FAILED
+    if verdict is None:
+        return None
+    if load_bound and not (verdict.level == UNACCEPTABLE and verdict.conclusive):
+        return LOAD_BOUND
+    return UNSTABLE if unstable and not verdict.conclusive else verdict.level
 
 
 def compare_memory(keys: int, target: MemoryRecord | None, redis: MemoryRecord | None,
@@ -302,42 +227,36 @@ def compare_memory(keys: int, target: MemoryRecord | None, redis: MemoryRecord |
     # A server whose DBSIZE says it holds other than `keys` keys makes "per key" meaningless.
     lost = any(record is not None and record.keys_stored not in (None, keys) for record in (target, redis))
     if lost or not ours or not theirs or ours <= 0 or theirs <= 0:
-        return MemoryComparison(keys, target, redis, None, None)
+        return MemoryComparison(keys, target, redis, None, None, FAILED)
     # One measurement per server: no interval, so the verdict is not called conclusive.
     estimate = RatioEstimate(round(100 * ours / theirs, 2), None, 1)
     verdict = judge(estimate, thresholds.memory_excellent, thresholds.memory_acceptable, higher_is_better=False)
-    return MemoryComparison(keys, target, redis, estimate.percent, verdict)
+    return MemoryComparison(keys, target, redis, estimate.percent, verdict,
+                            verdict.level if keys >= MIN_KEYS_FOR_VERDICT else INDICATIVE)
 
 
 def comparison_limitations(commands: Sequence[CommandComparison], memory: MemoryComparison | None,
-                           thresholds: Thresholds, trials: int) -> list[str]:
-    """Plain sentences for what makes these comparisons less certain than they look."""
-    notes: list[str] = []
+                           thresholds: Thresholds, trials: int) -> list[Note]:
+    """What makes these comparisons less certain than they look."""
+    notes: list[Note] = []
 
-    def listed(flag: str) -> str:
-        return ", ".join(command.command for command in commands if getattr(command, flag))
+    def listed(flag: str) -> list[str]:
+        return [command.command for command in commands if getattr(command, flag)]
 
     if trials < 2:
-        notes.append("A single trial: no confidence interval and no spread; run 3 trials or more to judge the noise.")
+        notes.append(Note("bench.single-trial"))
     for flag, what in (("unstable", "throughput"), ("latency_unstable", "p99 latency")):
         if unstable := listed(flag):
-            notes.append(f"Unstable {what} (a server's {what} varied by more than {thresholds.unstable_cv:g}% CV over "
-                         f"the trials): {unstable}. The machine was noisy; where even the 95% interval lay wholly in "
-                         "one level, that level stands, otherwise the status is unstable.")
+            notes.append(Note("bench.unstable", {"metric": what, "cv": thresholds.unstable_cv, "commands": unstable}))
     if bound := listed("load_generator_bound"):
-        notes.append(f"The load generator used {GENERATOR_BOUND_PERCENT:.0f}% or more of its core on {bound}: it may "
-                     "have set the pace, which pulls those ratios toward 100%, so their status is load-bound "
-                     "(inconclusive) unless the verdict is a conclusive unacceptable.")
+        notes.append(Note("bench.generator-bound", {"percent": GENERATOR_BOUND_PERCENT, "commands": bound}))
     if saturated := listed("machine_saturated"):
-        notes.append(f"The machine's CPUs were {MACHINE_SATURATED_PERCENT:.0f}% or more busy during {saturated}: the "
-                     "servers shared the cores with the load generator (and anything else running), so their status "
-                     "is load-bound (inconclusive) unless the verdict is a conclusive unacceptable.")
+        notes.append(Note("bench.machine-saturated", {"percent": MACHINE_SATURATED_PERCENT, "commands": saturated}))
     if memory is not None and memory.status == INDICATIVE:
-        notes.append(f"Memory per key from {memory.keys:,} keys is indicative, not a verdict: below "
-                     f"{MIN_KEYS_FOR_VERDICT:,} keys the servers' fixed costs weigh on the figure per key (--keys).")
+        notes.append(Note("bench.memory-indicative", {"keys": memory.keys, "minimum": MIN_KEYS_FOR_VERDICT}))
     if memory is not None:
         for name, record in ((TARGET, memory.target), (REDIS, memory.redis)):
             if record is not None and not record.errors and record.keys_stored not in (None, record.keys):
-                notes.append(f"The {name} reports {record.keys_stored:,} keys (DBSIZE) after {record.keys:,} SETs of "
-                             "distinct keys, so zprof does not judge memory per key.")
+                notes.append(Note("bench.keys-lost", {"server": name, "stored": record.keys_stored,
+                                                      "keys": record.keys}))
     return notes

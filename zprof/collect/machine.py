@@ -10,21 +10,11 @@ import os
 import platform
 import resource
 import time
-from dataclasses import dataclass
 
 import psutil
 
 from zprof.collect import process
-
-
-@dataclass(frozen=True)
-class MachineInfo:
-    cores: int
-    physical_cores: int | None
-    model: str
-    kernel: str
-    memory_bytes: int
-    load_average: tuple[float, float, float]
+from zprof.model.common import CpuUsage, MachineInfo
 
 
 def cpu_model() -> str:
@@ -72,16 +62,6 @@ def tree_cpu_seconds(pid: int) -> float | None:
 def tree_rss_bytes(pid: int) -> int | None:
     samples = [sample for sample in map(process.sample, _tree(pid)) if sample]
     return sum(sample.rss_bytes for sample in samples) if samples else None
-
-
-@dataclass(frozen=True)
-class CpuUsage:
-    """Over one run: the server's and the load generator's CPU in percent of one
-    core, and the whole machine's in percent of all its cores."""
-
-    server_percent: float | None
-    load_generator_percent: float
-    machine_percent: float
 
 
 def _machine_busy_and_total() -> tuple[float, float]:

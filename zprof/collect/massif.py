@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from zprof.collect.valgrind import valgrind_path, valgrind_report, valgrind_tool
+from zprof.collect.valgrind import valgrind_path, valgrind_tool
 from zprof.errors import EXIT_TARGET, ZprofError
 from zprof.procs import run_bounded
 
@@ -114,16 +114,6 @@ def request_snapshots(pid: int, out_file: Path) -> None:
     if done.returncode != 0 or not out_file.is_file():
         raise ZprofError("massif did not write its snapshots when asked through vgdb",
                          detail=(done.stdout + done.stderr).strip(), exit_code=EXIT_TARGET)
-
-
-def valgrind_failure(error: ZprofError, log_file: Path, instead: str) -> ZprofError:
-    """A target that failed under valgrind: valgrind's first lines, and what to run instead."""
-    log = log_file.read_text(errors="replace") if log_file.exists() else ""
-    return ZprofError(
-        f"valgrind could not run the target: {error.message}",
-        detail=valgrind_report(log) + f"\nSome threaded Zig programs crash under valgrind: {instead}",
-        exit_code=error.exit_code,
-    )
 
 
 # "n2: 2097152 0x10474E7: defects.scratchCopy (/src/defects.zig:93)", with the

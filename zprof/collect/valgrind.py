@@ -55,3 +55,13 @@ def valgrind_report(log: str) -> str:
     """The first lines of what valgrind said, for a target it could not run."""
     lines = [line for line in log.splitlines() if line.startswith("==")]
     return "\n".join(lines[:REPORT_LINES])
+
+
+def valgrind_failure(error: ZprofError, log_file: Path, instead: str) -> ZprofError:
+    """A target that failed under valgrind: valgrind's first lines, and what to run instead."""
+    log = log_file.read_text(errors="replace") if log_file.exists() else ""
+    return ZprofError(
+        f"valgrind could not run the target: {error.message}",
+        detail=valgrind_report(log) + f"\nSome threaded Zig programs crash under valgrind: {instead}",
+        exit_code=error.exit_code,
+    )

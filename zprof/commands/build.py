@@ -5,7 +5,9 @@ from __future__ import annotations
 import click
 from rich.console import Console
 
-from zprof.commands._target import TargetOptions, build_target, target_options
+from zprof.commands.options import target_options
+from zprof.progress import LiveProgress
+from zprof.sessions.target import TargetOptions, build_target
 
 
 @click.command("build")
@@ -14,7 +16,8 @@ from zprof.commands._target import TargetOptions, build_target, target_options
 def build_command(target: TargetOptions, no_shim: bool) -> None:
     """Build the project (ReleaseFast, with the shim) outside its checkout; print the server's path."""
     console = Console(stderr=True)
-    _, result = build_target(target, console, with_shim=not no_shim)
+    with LiveProgress(console) as progress:
+        result = build_target(target, progress, with_shim=not no_shim).result
     for warning in result.warnings:
         console.print(f"[yellow]warning:[/] {warning}", markup=True, highlight=False)
     how = "cached" if result.cached else f"built in {result.seconds:.1f} s"

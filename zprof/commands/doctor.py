@@ -12,9 +12,9 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from zprof.builder.toolchain import Version, find_zig
 from zprof.errors import ZprofError
 from zprof.procs import run_bounded
-from zprof.target.toolchain import Version, find_zig
 
 TOOL_TIMEOUT_S = 10
 SUPPORTED_ZIG = "0.15.0"

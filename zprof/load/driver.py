@@ -18,6 +18,8 @@ from dataclasses import dataclass, field, replace
 from hdrh.histogram import HdrHistogram
 
 from zprof.load.resp import ErrorReply, ProtocolError, Reply, encode, parse
+from zprof.model.bench import Latency
+from zprof.server import HOST
 
 PLACEHOLDER = b"__rand_int__"
 CONNECT_TIMEOUT_S = 5.0
@@ -66,6 +68,15 @@ class LoadResult:
     @property
     def rps(self) -> float:
         return self.requests / self.seconds if self.seconds > 0 else 0.0
+
+    def latency(self) -> Latency:
+        """The run's latencies in milliseconds (per batch when pipelined); empty when nothing completed."""
+        histogram = self.latency_us
+        if histogram.get_total_count() == 0:
+            return Latency()
+        ms = [histogram.get_value_at_percentile(p) / 1000 for p in (50, 95, 99, 99.9)]
+        return Latency(round(histogram.get_mean_value() / 1000, 4), histogram.get_min_value() / 1000, *ms,
+                       histogram.get_max_value() / 1000)
 
     def add(self, other: LoadResult) -> None:
         """Counts `other`, a later run on the same connections, as part of this one."""
@@ -273,3 +284,22 @@ async def run_requests(host: str, port: int, clients: int, workloads: list[Workl
         return await session.run(workloads, requests, pipeline)
     finally:
         await session.close()
+
+
+async def _drive(port: int, workload: Workload, clients: int, pipeline: int, requests: int,
+                 progress: Callable[[int], None] | None) -> LoadResult:
+    session = LoadSession(HOST, port, clients)
+    try:
+        await session.connect()
+        return await session.run(workload, requests, pipeline, progress)
+    finally:
+        await session.close()
+
+
+def drive(port: int, workload: Workload, clients: int, pipeline: int, requests: int,
+          progress: Callable[[int], None] | None = None) -> LoadResult:
+    """One run of zprof's driver on fresh connections; LoadError if the server stopped answering."""
+    try:
+        return asyncio.run(_drive(port, workload, clients, pipeline, requests, progress))
+    except (OSError, TimeoutError) as error:
+        raise LoadError(f"cannot connect: {error or type(error).__name__}", LoadResult()) from error

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from zprof.errors import ZprofError
 from zprof.load.driver import Workload
 from zprof.load.resp import ErrorReply, SyncClient
+from zprof.model.common import Note
 
 PROBE_TIMEOUT_S = 2.0
 PROBE_CLIENTS = 4
@@ -23,7 +24,7 @@ PROBE_PIPELINE = 16
 class Capabilities:
     concurrent_clients: bool
     pipelining: bool
-    notes: list[str] = field(default_factory=list)
+    notes: list[Note] = field(default_factory=list)
 
     def adapt(self, clients: int, pipeline: int) -> tuple[int, int]:
         """The largest settings up to those asked for that the server supports."""
@@ -61,16 +62,10 @@ def probe(host: str, port: int, clients: int, pipeline: int, timeout: float = PR
     capabilities = Capabilities(concurrent_clients=True, pipelining=True)
     if clients > 1 and not _answers_concurrently(host, port, timeout):
         capabilities.concurrent_clients = False
-        capabilities.notes.append(
-            f"The server did not answer {PROBE_CLIENTS} connections at once within {timeout:.0f} s; "
-            "zprof drives it with 1 client."
-        )
+        capabilities.notes.append(Note("probe.one-connection", {"clients": PROBE_CLIENTS, "timeout": timeout}))
     if pipeline > 1 and not _answers_pipeline(host, port, timeout):
         capabilities.pipelining = False
-        capabilities.notes.append(
-            f"The server did not answer a pipelined burst of {PROBE_PIPELINE} commands; "
-            "zprof sends one command at a time."
-        )
+        capabilities.notes.append(Note("probe.no-pipelining", {"burst": PROBE_PIPELINE}))
     return capabilities
 
 

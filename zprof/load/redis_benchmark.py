@@ -19,6 +19,7 @@ from pathlib import Path
 
 from zprof.errors import ZprofError
 from zprof.load.driver import Workload
+from zprof.model.bench import Latency
 from zprof.procs import die_with_parent, kill_group, run_bounded
 
 # Large enough never to finish on its own: zprof stops the load.
@@ -92,6 +93,11 @@ class BenchmarkRow:
     p95_ms: float
     p99_ms: float
     max_ms: float
+
+
+def latency_of(row: BenchmarkRow) -> Latency:
+    """redis-benchmark's latencies, per request; it reports no p99.9."""
+    return Latency(row.avg_ms, row.min_ms, row.p50_ms, row.p95_ms, row.p99_ms, None, row.max_ms)
 
 
 def parse_csv(text: str) -> BenchmarkRow:

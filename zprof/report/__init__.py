@@ -1,1 +1,21 @@
-"""Reporters: turning an analysed run into terminal tables or JSON."""
+"""Reporters: a run in, a document out (`document_of`), rendered for a terminal, as Markdown
+or HTML (`zprof.report.render`); plus the files a run's profile is written to."""
+
+from __future__ import annotations
+
+from zprof.model.allocs import AllocsRun
+from zprof.model.bench import BenchRun
+from zprof.model.flame import FlameDiffRun, FlameRun
+from zprof.model.memory import MassifRun, MemoryRun
+from zprof.report.allocs import allocs_document
+from zprof.report.bench import bench_document
+from zprof.report.document import Document
+from zprof.report.flame import flame_diff_document, flame_document
+from zprof.report.memory import massif_document, memory_document
+
+
+def document_of(run: object) -> Document:
+    """The report of any kind of run."""
+    builders = {AllocsRun: allocs_document, MemoryRun: memory_document, MassifRun: massif_document,
+                BenchRun: bench_document, FlameRun: flame_document, FlameDiffRun: flame_diff_document}
+    return builders[type(run)](run)  # type: ignore[operator]

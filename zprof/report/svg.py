@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from xml.sax.saxutils import escape
 
 from zprof.analysis.stacks import FRAME_KINDS, StackProfile
-from zprof.report.terminal import short_path
+from zprof.report.common import short_path
 
 ROOT_NAME = "all"
 # Frames narrower than this share are left out of the drawing; their weight still counts in

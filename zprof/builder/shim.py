@@ -19,8 +19,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from zprof.builder.toolchain import Zig
 from zprof.errors import ZprofError
-from zprof.target.toolchain import Zig
 
 HOOKS_DIR = Path(__file__).resolve().parents[2] / "zig_hooks"
 HOOKS_FILE = "zprof_hooks.zig"

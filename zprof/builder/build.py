@@ -12,11 +12,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from zprof.builder import shim
+from zprof.builder.project import ZigProject, hash_sources
+from zprof.builder.toolchain import Zig, check_minimum_version
 from zprof.errors import ZprofError
 from zprof.procs import run_bounded
-from zprof.target import shim
-from zprof.target.project import ZigProject, hash_sources
-from zprof.target.toolchain import Zig, check_minimum_version
 
 BUILD_TIMEOUT_S = 1800
 LOG_TAIL_LINES = 40
@@ -53,6 +53,7 @@ class BuildResult:
     zig_version: str
     # Set when `zig build` failed but still produced the executable.
     warnings: list[str] = field(default_factory=list)
+    optimize: str = "ReleaseFast"  # the build mode of the binary
 
 
 def build_key(request: BuildRequest) -> str:
@@ -210,6 +211,7 @@ def build(request: BuildRequest, *, progress: Callable[[str], None] | None = Non
         with_shim=request.with_shim,
         zig_version=zig.version,
         warnings=warnings,
+        optimize=request.optimize,
     )
     meta = {k: v for k, v in asdict(result).items() if k not in ("cached", "seconds")}
     meta["binary"] = str(result.binary)

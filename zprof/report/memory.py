@@ -1,4 +1,4 @@
-"""zprof memory's report: terminal tables, and pictures drawn with matplotlib."""
+"""The report of a `zprof memory` run, and its pictures, drawn with matplotlib."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from pathlib import Path
 
 import matplotlib
 from matplotlib.figure import Figure
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
-from zprof.analysis.growth import AFTER_FLUSH, IDLE, LOAD, WARMUP, MassifRun, MemoryRun
-from zprof.report.terminal import human_bytes, loss_sentence, render_build_warnings, short_name, short_path
+from zprof.model.memory import AFTER_FLUSH, IDLE, LOAD, WARMUP, MassifRun, MemoryRun, Verdict
+from zprof.report.allocs import add_losses
+from zprof.report.common import add_build_warnings, add_error_share, add_notes, add_title, short_name, where
+from zprof.report.document import Document, Span
+from zprof.report.units import human_bytes, signed_bytes
 
 SVG_FILE, PNG_FILE = "memory.svg", "memory.png"
 TOP_SITES = 10
@@ -86,7 +86,7 @@ def memory_figure(run: MemoryRun) -> Figure:
     axes.set_ylabel(unit)
     figure.legend(loc="outside lower center", ncols=3, fontsize=8, frameon=False)
     figure.suptitle(f"zprof memory: {Path(run.target.project).name} under {run.command}", x=0.01, ha="left")
-    headline = [v.message for v in analysis.verdicts if v.kind != "flat"]
+    headline = [_verdict_sentence(v) for v in analysis.verdicts if v.kind != "flat"]
     axes.set_title("\n".join(headline), loc="left", fontsize=8,
                    color=RSS_COLOUR if any(v.kind in ("leak", "rss") for v in analysis.verdicts) else "#333333")
     return figure
@@ -96,27 +96,50 @@ def write_memory_pictures(run: MemoryRun, out_dir: Path) -> list[Path]:
     return _save(memory_figure(run), out_dir)
 
 
-def render_memory(run: MemoryRun, written: list[Path], console: Console) -> None:
+def _verdict_sentence(verdict: Verdict) -> str:
+    v = verdict.values
+    if verdict.kind == "flat":
+        return (f"Live bytes stay flat during the load ({v['bytes_per_request']:+.2f} B per request); they end "
+                f"{human_bytes(v['grew_bytes'])} above the idle level.")
+    if verdict.kind == "unchecked":
+        why = (f"the server answered FLUSHALL with an error ({v['flushall_error']})" if v.get("flushall_error")
+               else "the run did not reach FLUSHALL")
+        return f"No leak verdict: {why}."
+    if verdict.kind == "given-back":
+        return (f"FLUSHALL gives back {human_bytes(v['given_back_bytes'])} ({v['share']:.0%}) of the "
+                f"{human_bytes(v['grew_bytes'])} the load added: data the workload stores (expected)"
+                + ("; live bytes are back at the idle level." if v["back_to_idle"] else "."))
+    if verdict.kind == "leak":
+        return (f"Leak: {v['bytes_per_request']:.1f} B per request stay after FLUSHALL "
+                f"({human_bytes(v['retained_bytes'])} over {v['requests']:,} requests); the top call site is "
+                f"{v['function']} ({v['function_bytes_per_request']:.1f} B per request).")
+    if verdict.kind == "once":
+        return (f"No leak, but {human_bytes(v['retained_bytes'])} stay after FLUSHALL without growing with the "
+                "requests (a cache or a buffer at its working size)"
+                + (f"; the most at {v['function']} ({human_bytes(v['function_bytes'])})." if v.get("function")
+                   else "."))
+    if verdict.kind == "no-leak":
+        return ("No leak: what FLUSHALL does not give back does not grow with the requests "
+                f"({human_bytes(v['retained_bytes'])} over idle).")
+    ratio = f", {v['ratio_after_flush']:.1f}x live bytes" if v.get("ratio_after_flush") else ""
+    return (f"RSS stays far above live bytes after FLUSHALL: the process keeps {human_bytes(v['kept_bytes'])} more "
+            f"than when idle beyond what the program holds{ratio} (allocator caching or fragmentation).")
+
+
+def memory_document(run: MemoryRun) -> Document:
     analysis, load, growth = run.analysis, run.load, run.analysis.growth
-    if load.errors:
-        console.print(Text(f"{load.error_share:.1%} of the requests ({load.errors:,} of {load.requests:,}) got an "
-                           f"error reply; the first: {load.first_error}", style="bold red"))
-    console.print(f"[bold]zprof memory {run.command}[/] on [cyan]{run.target.project}[/] "
-                  f"({os.path.basename(run.target.binary)}, Zig {run.target.zig_version})")
-    console.print(f"{load.requests:,} requests in {load.seconds:.1f} s of load over {load.clients} client(s), "
-                  f"pipeline {load.pipeline}, {load.errors} error(s); sampled every {load.interval:g} s "
-                  f"({len(analysis.samples)} samples)")
-    render_build_warnings(run.target.build_warnings, console)
+    document = Document(f"zprof memory {run.command}")
+    add_error_share(document, load.errors, load.requests, load.error_share, load.first_error)
+    add_title(document, document.title, run.target)
+    document.paragraph(f"{load.requests:,} requests in {load.seconds:.1f} s of load over {load.clients} client(s), "
+                       f"pipeline {load.pipeline}, {load.errors} error(s); sampled every {load.interval:g} s "
+                       f"({len(analysis.samples)} samples)")
+    add_build_warnings(document, run.target)
     if not run.complete:
-        console.print(Text("The run did not finish: the figures cover the time before it stopped.", style="red"))
+        document.paragraph(Span("The run did not finish: the figures cover the time before it stopped.", "red"))
 
     by_phase = {p.phase: p for p in growth.phases}
-    table = Table(title="Live bytes by phase", title_justify="left")
-    for column, justify in (("phase", "left"), ("seconds", "right"), ("requests", "right"),
-                            ("live at end", "right"), ("change", "right"), ("bytes/request", "right"),
-                            ("bytes/second", "right"), ("new keys", "right"), ("bytes/new key", "right"),
-                            ("private RSS at end", "right")):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    rows = []
     previous = None
     for phase in analysis.phases:
         ends = [s for s in analysis.samples if s.phase == phase.label]
@@ -125,62 +148,54 @@ def render_memory(run: MemoryRun, written: list[Path], console: Console) -> None
         end = ends[-1]
         slopes = by_phase.get(phase.label)
         change = end.live_bytes - previous if previous is not None else 0
-        table.add_row(
+        rows.append([
             phase.label, f"{phase.end - phase.start:.1f}", f"{phase.requests:,}", human_bytes(end.live_bytes),
-            Text(_signed_bytes(change), style="red" if change > 0 and phase.kind == AFTER_FLUSH else ""),
+            Span(signed_bytes(change), "red" if change > 0 and phase.kind == AFTER_FLUSH else ""),
             f"{slopes.bytes_per_request:+.2f}" if slopes else "",
-            _signed_bytes(slopes.bytes_per_second) if slopes else "",
+            signed_bytes(slopes.bytes_per_second) if slopes else "",
             f"{slopes.new_keys:,}" if slopes and slopes.new_keys is not None else "",
             human_bytes(slopes.bytes_per_new_key) if slopes and slopes.bytes_per_new_key is not None else "",
             human_bytes(end.anon_rss_bytes) if end.anon_rss_bytes is not None else "?",
-        )
+        ])
         previous = end.live_bytes
-    console.print(table)
+    document.table("Live bytes by phase", [("phase", "left"), ("seconds", "right"), ("requests", "right"),
+                                           ("live at end", "right"), ("change", "right"), ("bytes/request", "right"),
+                                           ("bytes/second", "right"), ("new keys", "right"),
+                                           ("bytes/new key", "right"), ("private RSS at end", "right")], rows)
 
-    console.print("[bold]Verdict[/]")
+    document.paragraph(Span("Verdict", "bold"))
     for verdict in analysis.verdicts:
-        console.print(Text.assemble((f"  {verdict.kind:<{VERDICT_WIDTH}}", VERDICT_STYLES.get(verdict.kind, "green")),
-                                    verdict.message))
+        document.paragraph(Span(f"  {verdict.kind:<{VERDICT_WIDTH}}", VERDICT_STYLES.get(verdict.kind, "green")),
+                           _verdict_sentence(verdict))
     leak = analysis.leak
     shown, title = ((leak.sites, "Call sites of the leak (kept after FLUSHALL, growing with the requests)")
                     if leak.sites else (leak.retained_sites, "What FLUSHALL left, by call site (not growing)"))
     if shown and (leak.detected or leak.retained_bytes >= RETAINED_SHOWN_BYTES):
-        sites = Table(title=title, title_justify="left")
-        for column, justify in (("bytes/request", "right"), ("kept", "right"), ("layer", "left"),
-                                ("function and line", "left")):
-            sites.add_column(column, justify=justify)  # type: ignore[arg-type]
-        for site in shown[:TOP_SITES]:
-            sites.add_row(f"{site.bytes_per_request:.1f}", human_bytes(site.retained_bytes), site.layer,
-                          _where(site.function, site.file, site.line, site.inlined))
-        console.print(sites)
+        document.table(title, [("bytes/request", "right"), ("kept", "right"), ("layer", "left"),
+                               ("function and line", "left")], [
+            [f"{site.bytes_per_request:.1f}", human_bytes(site.retained_bytes), site.layer,
+             where(site.function, site.file, site.line, site.inlined)] for site in shown[:TOP_SITES]])
     rss = analysis.rss
-    console.print(
+    document.paragraph(
         f"Peak live bytes {human_bytes(growth.peak_bytes)} at {growth.peak_time:.1f} s (sampled); the busiest "
         f"allocator layer's own peak, backing blocks included: {human_bytes(growth.shim_peak_bytes)}. Under load: "
-        f"{growth.bytes_per_request:+.2f} B per request, {_signed_bytes(growth.bytes_per_second)} per second."
-    )
+        f"{growth.bytes_per_request:+.2f} B per request, {signed_bytes(growth.bytes_per_second)} per second.")
     if rss.ratio_load is not None:
         after = f", {rss.ratio_after_flush:.1f}x after FLUSHALL" if rss.ratio_after_flush is not None else ""
-        console.print(f"Private RSS (without file-backed pages) is {rss.ratio_load:.1f}x live bytes at the end of "
-                      f"the load{after}.")
-    for loss in analysis.losses:
-        console.print(Text("Shim table full: " + loss_sentence(loss, load.requests), style="yellow"))
-    for note in run.notes:
-        console.print(Text("note: " + note, style="yellow"))
-    console.print("Written: " + ", ".join(str(path) for path in written))
+        document.paragraph(f"Private RSS (without file-backed pages) is {rss.ratio_load:.1f}x live bytes at the end "
+                           f"of the load{after}.")
+    add_losses(document, analysis.losses, load.requests)
+    add_notes(document, run.notes)
+    _add_pictures(document, run.files, "Live bytes and private RSS by phase")
+    return document
 
 
-def _signed_bytes(count: float) -> str:
-    return ("+" if count > 0 else "") + human_bytes(count)
-
-
-def _where(function: str, file: str | None, line: int | None, inlined: list[str]) -> Text:
-    where = Text(short_name(function), style="bold")
-    if file:
-        where.append("\n" + short_path(file, line), style="dim")
-    if inlined:
-        where.append("\n  via " + short_name(inlined[-1]), style="dim")
-    return where
+def _add_pictures(document: Document, files: list[str], caption: str) -> None:
+    if files:
+        document.paragraph("Written: " + ", ".join(files))
+    for file in files:
+        if file.endswith(".svg"):
+            document.picture(Path(file).name, caption)
 
 
 # The massif engine ---------------------------------------------------------------
@@ -215,22 +230,18 @@ def write_massif_pictures(run: MassifRun, out_dir: Path) -> list[Path]:
     return _save(massif_figure(run), out_dir)
 
 
-def render_massif(run: MassifRun, written: list[Path], console: Console) -> None:
+def massif_document(run: MassifRun) -> Document:
     peak, load = run.peak, run.load
-    console.print(f"[bold]zprof memory {run.command} --engine massif[/] on [cyan]{run.target.project}[/] "
-                  f"({os.path.basename(run.target.binary)}, Zig {run.target.zig_version})")
-    console.print(f"{load.description}, {load.clients} client(s), pipeline {load.pipeline}, {load.errors} error(s)")
-    render_build_warnings(run.target.build_warnings, console)
-    console.print(f"Heap peak: [bold]{human_bytes(peak.heap_bytes)}[/] at {peak.time:,.0f} {peak.time_unit} "
-                  f"(massif snapshot {peak.snapshot})")
-    table = Table(title="At the peak, by call site", title_justify="left")
-    for column, justify in (("bytes", "right"), ("share", "right"), ("function and line", "left")):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
-    for site in peak.sites[:TOP_SITES]:
-        share = site.bytes / peak.heap_bytes if peak.heap_bytes else 0.0
-        table.add_row(human_bytes(site.bytes), f"{share:.1%}", _where(site.function, site.file, site.line,
-                                                                      site.inlined))
-    console.print(table)
-    for note in run.notes:
-        console.print(Text("note: " + note, style="yellow"))
-    console.print("Written: " + ", ".join(str(path) for path in written))
+    document = Document(f"zprof memory {run.command} --engine massif")
+    add_title(document, document.title, run.target)
+    document.paragraph(f"{load.description}, {load.clients} client(s), pipeline {load.pipeline}, "
+                       f"{load.errors} error(s)")
+    add_build_warnings(document, run.target)
+    document.paragraph("Heap peak: ", Span(human_bytes(peak.heap_bytes), "bold"),
+                       f" at {peak.time:,.0f} {peak.time_unit} (massif snapshot {peak.snapshot})")
+    document.table("At the peak, by call site", [("bytes", "right"), ("share", "right"), ("function and line", "left")],
+                   [[human_bytes(site.bytes), f"{site.bytes / peak.heap_bytes if peak.heap_bytes else 0.0:.1%}",
+                     where(site.function, site.file, site.line, site.inlined)] for site in peak.sites[:TOP_SITES]])
+    add_notes(document, run.notes)
+    _add_pictures(document, run.files, "The heap over time, and its peak by call site")
+    return document

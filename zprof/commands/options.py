@@ -1,0 +1,137 @@
+"""What the commands share: the options that choose and start the target, the
+output options, and the last step of every command: save the run, print its report."""
+
+from __future__ import annotations
+
+import functools
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+
+from zprof import artifact
+from zprof.errors import PartialRun, ZprofError
+from zprof.load.calibration import MIN_TRIAL_SECONDS
+from zprof.progress import LiveProgress
+from zprof.report import document_of
+from zprof.report.render import to_terminal
+from zprof.server import DEFAULT_START_COMMAND, READY_TIMEOUT_S
+from zprof.sessions.target import TargetOptions
+
+ResultT = TypeVar("ResultT")
+OUTPUT_ROOT = Path("zprof-out")
+
+_TARGET_OPTION_NAMES = tuple(f.name for f in fields(TargetOptions))
+
+
+def target_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Adds the options that choose, build and start the target; the command
+    receives them together as `target: TargetOptions`."""
+
+    @functools.wraps(command)
+    def with_target(**kwargs: Any) -> Any:
+        target = TargetOptions(**{name: kwargs.pop(name) for name in _TARGET_OPTION_NAMES})
+        return command(target=target, **kwargs)
+
+    decorators = [
+        click.option("--project", default=".", show_default=True, type=click.Path(file_okay=False),
+                     help="The Zig project to build (a directory with build.zig)."),
+        click.option("--zig", default=None, help="The Zig compiler (default: $ZIG, zig on PATH, the ziglang package)."),
+        click.option("--exe", default=None, help="Which installed executable is the server."),
+        click.option("--server-args", default="", help="Arguments appended to the server's command line."),
+        click.option("--start-command", default=DEFAULT_START_COMMAND, show_default=True,
+                     help="How to start the server; {binary} and {port} are filled in."),
+        click.option("--port", default=None, type=click.IntRange(1, 65535),
+                     help="Port for the server on 127.0.0.1 (default: a free one)."),
+        click.option("--ready-timeout", default=READY_TIMEOUT_S, show_default=True,
+                     type=click.FloatRange(0.5, 3600), help="Seconds to wait for the server to answer PING."),
+    ]
+    for decorator in reversed(decorators):
+        with_target = decorator(with_target)
+    return with_target
+
+
+def min_trial_seconds_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """`--min-trial-seconds`, for the commands whose trials are timed (zprof.load.calibration)."""
+    return click.option(
+        "--min-trial-seconds", default=MIN_TRIAL_SECONDS, show_default=True, type=click.FloatRange(0.1, 3600),
+        help="Every timed trial lasts at least this long: a shorter one is lengthened (and the report says so), "
+             "and no rate comes from a shorter run.")(command)
+
+
+def output_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """`--output DIR` (the run's directory, holding run.json) and `--json FILE` (the run saved there too)."""
+    command = click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False, path_type=Path),
+                           help="Also save the run there (the same JSON as run.json).")(command)
+    return click.option("--output", type=click.Path(file_okay=False, path_type=Path), default=None,
+                        help="Directory for the run's files (default: zprof-out/<command>-<time>; must not "
+                             "exist).")(command)
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """Where a run's files go: its own new directory, and a --json copy of run.json."""
+
+    directory: Path
+    json_path: Path | None
+
+    @classmethod
+    def prepare(cls, kind: str, directory: Path | None, json_path: Path | None) -> Outputs:
+        """Checks both before anything runs; creates the directory (never an existing one)."""
+        if json_path is not None and not json_path.parent.is_dir():
+            raise ZprofError(f"cannot write --json {json_path}: {json_path.parent} is not a directory")
+        return cls(fresh_output_dir(directory, kind), json_path)
+
+
+def fresh_output_dir(path: Path | None, kind: str) -> Path:
+    """The run's output directory: an existing one is never reused; the default gets a new name."""
+    if path is None:
+        stem = OUTPUT_ROOT / f"{kind}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+        path, number = stem, 1
+        while path.exists():
+            number += 1
+            path = stem.with_name(f"{stem.name}-{number}")
+    elif path.exists():
+        raise ZprofError(f"the output directory {path} already exists; zprof never overwrites a previous run",
+                         detail="Pass another --output, or remove it first.")
+    try:
+        path.mkdir(parents=True)
+    except OSError as error:
+        raise ZprofError(f"cannot create the output directory {path}: {error.strerror or error}") from error
+    return path
+
+
+def measure_and_report(measure: Callable[[LiveProgress], ResultT], outputs: Outputs, console: Console,
+                       finish: Callable[[ResultT], Any] = lambda run: run) -> Any:
+    """Runs a session with a live progress line, then saves and prints its run; a run cut short
+    (PartialRun) is saved and printed too before its failure ends the command. `finish` writes the
+    run's own files (pictures, profiles) and returns the run, so that the report can name them."""
+    try:
+        # On stderr, so that what a command prints on stdout is its report alone.
+        with LiveProgress(Console(stderr=True)) as progress:
+            result = measure(progress)
+    except PartialRun as partial:
+        save_and_print(finish(partial.run), outputs, console)  # type: ignore[arg-type]
+        raise
+    except BaseException:
+        # Nothing measured (bad input, a server that never started, Ctrl-C): no half-filled run directory.
+        shutil.rmtree(outputs.directory, ignore_errors=True)
+        raise
+    run = finish(result)
+    save_and_print(run, outputs, console)
+    return run
+
+
+def save_and_print(run: Any, outputs: Outputs, console: Console) -> None:
+    to_terminal(document_of(run), console)
+    artifact.write(run, outputs.directory / artifact.RUN_FILE)
+    if outputs.json_path is not None:
+        artifact.write(run, outputs.json_path)
+    console.print(f"Run saved to {outputs.directory / artifact.RUN_FILE}"
+                  + (f" and {outputs.json_path}" if outputs.json_path else "")
+                  + f" (zprof report {outputs.directory} prints it again)", soft_wrap=True)

@@ -1,0 +1,51 @@
+"""The report of a `zprof flame` run, and of a comparison of two."""
+
+from __future__ import annotations
+
+from zprof.model.flame import FlameDiffRun, FlameRun, FunctionShare
+from zprof.report.common import add_build_warnings, add_notes, short_name, short_path
+from zprof.report.document import Document, Span
+
+
+def _share_rows(rows: list[FunctionShare]) -> list:
+    return [[str(rank), f"{row.self_share:.1%}", f"{row.total_share:.1%}", row.kind,
+             (Span(short_name(row.function), "bold red"), Span("  over 10% of samples", "red")) if row.flagged
+             else short_name(row.function), Span(short_path(row.file, row.line), "dim")]
+            for rank, row in enumerate(rows, 1)]
+
+
+_COLUMNS = [("#", "right"), ("self", "right"), ("total", "right"), ("kind", "left"), ("function", "left"),
+            ("where", "left")]
+
+
+def flame_document(run: FlameRun) -> Document:
+    summary = run.summary
+    document = Document(f"zprof flame {run.command}")
+    add_build_warnings(document, run.target)
+    if summary.unit == "samples":
+        document.paragraph(Span(f"{summary.total:,} samples", "bold"), f"; {summary.kernel_share:.1%} in the "
+                           f"kernel, {summary.idle_share:.1%} switched out; load: {run.load}")
+    else:
+        document.paragraph(Span(f"{summary.total:,} {summary.unit}", "bold"), f" (user space only); load: {run.load}")
+    document.table("Hottest functions by self time (outside the kernel)", _COLUMNS, _share_rows(summary.by_self))
+    document.table("Hottest functions by total time", _COLUMNS, _share_rows(summary.by_total))
+    add_notes(document, run.notes + summary.notes)
+    if run.error:
+        document.paragraph(Span(f"The recording stopped early: {run.error}", "red"))
+    document.paragraph("Written: " + ", ".join(run.files))
+    for file in run.files:
+        if file.endswith("flame.svg"):
+            document.picture("flame.svg", f"Flame graph of {run.command}")
+    return document
+
+
+def flame_diff_document(run: FlameDiffRun) -> Document:
+    document = Document(f"zprof flame --diff {run.before} {run.after}")
+    document.table("Functions whose share of samples moved most",
+                   [("before", "right"), ("after", "right"), ("change", "right"), ("kind", "left"),
+                    ("function", "left")],
+                   [[f"{change.before:.1%}", f"{change.after:.1%}",
+                     Span(f"{change.delta * 100:+.1f} pts", "red" if change.delta > 0 else "green"), change.kind,
+                     short_name(change.function)] for change in run.changes])
+    document.paragraph(f"Differential flame graph: {run.svg} (red grew, blue shrank)")
+    return document

@@ -1,0 +1,107 @@
+"""The sentences for every note a run can carry (`zprof.model.common.Note`): what zprof
+adapted to, and the limits of what it measured. One place, so that the wording is
+consistent and the codes stay stable for tools that read artifacts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from zprof.model.common import Note
+
+
+def _names(values: list[str]) -> str:
+    return ", ".join(values)
+
+
+def _lengthened(v: dict[str, Any]) -> str:
+    runs = "; ".join(f"{command} on {server}: {requests:,}" for command, server, requests in v["runs"])
+    return (f"{v['requests']:,} requests (--requests) would have made runs shorter than {v['seconds']:g} s, too "
+            "short for a rate to mean anything: zprof lengthened those to the requests that last at least that long, "
+            f"in every trial ({runs}).")
+
+
+def _per_batch(v: dict[str, Any]) -> str:
+    if v["all"]:
+        return (f"All latencies from zprof's driver are per pipelined batch of {v['pipeline']} requests, not per "
+                "request.")
+    what = "p99.9" + (" (and every latency of MIX)" if v["mix"] else "")
+    return f"{what} from zprof's driver is per pipelined batch of {v['pipeline']} requests, not per request."
+
+
+_FAULTS = {"one-connection": "serves one connection at a time",
+           "no-pipelining": "answers only the first of pipelined commands"}
+
+_SENTENCES: dict[str, Callable[[dict[str, Any]], str]] = {
+    "probe.one-connection": lambda v: (f"The server did not answer {v['clients']} connections at once within "
+                                       f"{v['timeout']:.0f} s; zprof drives it with 1 client."),
+    "probe.no-pipelining": lambda v: (f"The server did not answer a pipelined burst of {v['burst']} commands; zprof "
+                                      "sends one command at a time."),
+    "target.no-debug-info": lambda v: "The binary has no DWARF debug info: call sites show function names only.",
+    "allocs.no-flushall": lambda v: (f"FLUSHALL could not show which retained bytes were stored data ({v['reason']}): "
+                                     "growth flags then count stored data too."),
+    "memory.phases-lengthened": lambda v: (f"Each load phase lasted {v['seconds']:g} s rather than {v['asked']:g} s "
+                                           f"(--duration over {v['phases']} phases), so that none is shorter than "
+                                           "--min-trial-seconds or two intervals."),
+    "flame.unknown-frames": lambda v: (f"{v['share']:.0%} of stacks end in [unknown] frames (code without frame "
+                                       "pointers); try --call-graph dwarf."),
+    "flame.load-stopped": lambda v: f"The load stopped early: {v['reason']}",
+    "server.start-crashes": lambda v: (f"{v['server']} crashed during start-up, before it answered PING, in "
+                                       f"{v['crashes']} of {v['starts']} starts ({v['how']}; see its log); zprof "
+                                       "started it again each time."),
+    "bench.driver-for-faults": lambda v: (
+        f"The target {' and '.join(_FAULTS[fault] for fault in v['faults'])} (zprof's probes found it): "
+        "redis-benchmark, which opens all its connections at once and pipelines its first commands, would hang on "
+        f"it, so zprof's built-in driver drove both servers with {v['clients']} client(s) and pipeline "
+        f"{v['pipeline']}."),
+    "bench.no-redis-benchmark": lambda v: ("redis-benchmark is not installed (apt-get install redis-tools): zprof's "
+                                           "built-in driver drove both servers."),
+    "bench.p999-from-driver": lambda v: (
+        "p99.9 is not from redis-benchmark, whose CSV stops at p99: it comes from a short pass of zprof's built-in "
+        f"driver (at most {v['requests']:,} requests, {v['clients']} client(s), pipeline {v['pipeline']}) on the "
+        "same fresh server right after each redis-benchmark run, and includes the Python client's own tail, so it "
+        "is an upper bound that weighs on both servers alike."),
+    "bench.python-driver": lambda v: ("zprof's driver is written in Python and uses one core at most; when it uses "
+                                      "most of that core it, not the server, sets the pace, which pulls the two "
+                                      "servers' figures together."),
+    "bench.latency-per-batch": _per_batch,
+    "bench.mix-by-driver": lambda v: ("MIX interleaves the tier 1 and 2 commands inside each pipelined batch, which "
+                                      "redis-benchmark cannot do: zprof's driver drove it for both servers."),
+    "bench.round-trips": lambda v: ("With one client and one command at a time every request is a round trip: the "
+                                    "figures measure latency more than the throughput either server could sustain."),
+    "bench.benchmark-timed-out": lambda v: (f"{v['reason']}. zprof's built-in driver ({v['clients']} client(s), "
+                                            f"pipeline {v['pipeline']}) then drove both servers in every trial; the "
+                                            "redis-benchmark runs before were discarded."),
+    "bench.lengthened": _lengthened,
+    "bench.single-trial": lambda v: ("A single trial: no confidence interval and no spread; run 3 trials or more to "
+                                     "judge the noise."),
+    "bench.unstable": lambda v: (f"Unstable {v['metric']} (a server's {v['metric']} varied by more than "
+                                 f"{v['cv']:g}% CV over the trials): {_names(v['commands'])}. The machine was noisy; "
+                                 "where even the 95% interval lay wholly in one level, that level stands, otherwise "
+                                 "the status is unstable."),
+    "bench.generator-bound": lambda v: (f"The load generator used {v['percent']:.0f}% or more of its core on "
+                                        f"{_names(v['commands'])}: it may have set the pace, which pulls those ratios "
+                                        "toward 100%, so their status is load-bound (inconclusive) unless the "
+                                        "verdict is a conclusive unacceptable."),
+    "bench.machine-saturated": lambda v: (f"The machine's CPUs were {v['percent']:.0f}% or more busy during "
+                                          f"{_names(v['commands'])}: the servers shared the cores with the load "
+                                          "generator (and anything else running), so their status is load-bound "
+                                          "(inconclusive) unless the verdict is a conclusive unacceptable."),
+    "bench.memory-indicative": lambda v: (f"Memory per key from {v['keys']:,} keys is indicative, not a verdict: "
+                                          f"below {v['minimum']:,} keys the servers' fixed costs weigh on the figure "
+                                          "per key (--keys)."),
+    "bench.keys-lost": lambda v: (f"The {v['server']} reports {v['stored']:,} keys (DBSIZE) after {v['keys']:,} "
+                                  "SETs of distinct keys, so zprof does not judge memory per key."),
+}
+
+
+def sentence(note: Note) -> str:
+    """The note as a sentence; an unknown code (an artifact from a newer zprof) shows as it is."""
+    render = _SENTENCES.get(note.code)
+    if render is None:
+        return f"{note.code}: {note.values}"
+    return render(note.values)
+
+
+def known_codes() -> set[str]:
+    return set(_SENTENCES)

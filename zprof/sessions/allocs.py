@@ -1,0 +1,214 @@
+"""One `zprof allocs` measurement: the target built with the shim, warmed up, watched
+idle, then measured in two halves on keys its warm-up never made; the server left to
+settle, its keys counted, and FLUSHALL sent to see what stays."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from zprof.analysis.allocations import Window, analyse
+from zprof.analysis.symbols import Symbolizer
+from zprof.builder.build import cache_root
+from zprof.builder.shim import ENV_VAR
+from zprof.collect import process
+from zprof.collect.shim_counters import ShimCounters, create_counter_file
+from zprof.errors import EXIT_TARGET, PartialRun, ZprofError
+from zprof.load.calibration import rate
+from zprof.load.driver import LoadError, LoadResult, LoadSession, Workload
+from zprof.model.allocs import AllocsRun, Keys, LoadInfo, MemoryGrowth
+from zprof.model.common import Note
+from zprof.progress import Reporter
+from zprof.server import HOST, Server
+from zprof.sessions.target import TargetOptions, build_target, probe_for, run_directory, server_spec
+
+LOAD_TIMEOUT_S = 600.0
+MAX_IDLE_WINDOW_S = 3.0
+MIN_IDLE_WINDOW_S = 0.5
+
+
+@dataclass(frozen=True)
+class AllocsOptions:
+    target: TargetOptions
+    workload: Workload
+    requests: int
+    clients: int
+    pipeline: int
+    warmup: int
+
+
+@dataclass
+class _Measurement:
+    window: Window
+    load: LoadResult
+    rss_before: int | None
+    rss_after: int | None
+    bias: int
+    halves: tuple[int, int] | None  # requests before and after the halfway snapshot
+    keys: Keys | None
+    flush_error: str | None  # why FLUSHALL gave nothing to compare with; None when it did
+    error: ZprofError | None = None
+
+
+def measure_allocs(options: AllocsOptions, progress: Reporter) -> AllocsRun:
+    """The run; PartialRun with what was measured when the server failed during the load."""
+    built = build_target(options.target, progress, with_shim=True)
+    notes: list[Note] = []
+    workload = options.workload
+    with run_directory("allocs") as run_dir:
+        counters = ShimCounters(create_counter_file(run_dir / "counters.shm"))
+        spec = server_spec(options.target, built.binary, {ENV_VAR: str(counters.path)})
+        with Server(spec, run_dir) as server:
+            probed = probe_for(server, [workload], options.clients, options.pipeline)
+            notes.extend(probed.capabilities.notes)
+            clients, pipeline = probed.clients, probed.pipeline
+            measured = asyncio.run(_measure(server, counters, options, clients, pipeline, built.binary, progress))
+        counters.close()
+
+    load = measured.load
+    if load.requests and load.errors == load.requests:
+        raise ZprofError(
+            f"every one of the {load.requests:,} measured {workload.command} requests got an error reply, so "
+            f"their allocations are not the command's cost; the first: {load.first_error}",
+            detail="Check the request (--args) against what the server implements.", exit_code=EXIT_TARGET)
+    progress.status("Reading the call sites...")
+    with Symbolizer(built.binary, cache_root() / "symbols") as symbolizer:
+        if not symbolizer.has_debug_info:
+            notes.append(Note("target.no-debug-info"))
+        analysis = analyse(measured.window, load.requests, symbolizer, measured.bias, measured.halves,
+                           measured.keys, options.warmup)
+    if measured.flush_error is not None:
+        notes.append(Note("allocs.no-flushall", {"reason": measured.flush_error}))
+    run = AllocsRun(
+        command=workload.command,
+        args=[arg.decode() for arg in workload.args],
+        requests=load.requests,
+        target=built.info(options.target.start_command),
+        load=LoadInfo(clients=clients, pipeline=pipeline, keyspace=workload.keyspace, warmup_requests=options.warmup,
+                      seconds=round(load.seconds, 4), requests_per_second=_rounded(rate(load.requests, load.seconds)),
+                      errors=load.errors, error_share=round(load.errors / load.requests, 4) if load.requests else 0.0,
+                      first_error=load.first_error, idle_seconds=round(measured.window.idle_seconds, 3)),
+        analysis=analysis,
+        growth=MemoryGrowth(
+            live_bytes=round(analysis.per_request.bytes_retained * load.requests),
+            rss_bytes=(measured.rss_after - measured.rss_before)
+            if measured.rss_after is not None and measured.rss_before is not None else None,
+        ),
+        notes=notes,
+        complete=measured.error is None,
+        error=measured.error.message if measured.error else None,
+    )
+    if measured.error is not None:
+        raise PartialRun(measured.error, run)
+    return run
+
+
+def _rounded(value: float | None) -> float | None:
+    return round(value, 1) if value is not None else None
+
+
+async def _measure(server: Server, counters: ShimCounters, options: AllocsOptions, clients: int, pipeline: int,
+                   binary: Path, progress: Reporter) -> _Measurement:
+    """All on one set of connections, so that neither connection set-up nor teardown lands in a window."""
+    session = LoadSession(HOST, server.port, clients)
+    await session.connect()
+    workload, requests, warmup = options.workload, options.requests, options.warmup
+    error: ZprofError | None = None
+    try:
+        expected_seconds = 1.0
+        origin = counters.settled_snapshot() if counters.attached() else None
+        if warmup:
+            progress.status("warm-up")
+            try:
+                warm = await _run(session, workload.with_key_range(0), warmup, pipeline, server,
+                                  _counter(progress, warmup))
+            except _Interrupted as interrupted:
+                raise interrupted.error from None
+            expected_seconds = warm.seconds * requests / max(warm.requests, 1)
+        if not counters.attached():
+            raise ZprofError(
+                "the server never wrote to zprof's counter file: it was not built by zprof with the shim",
+                detail=f"Is {binary} the server, and does it allocate through std.mem.Allocator?",
+            )
+        bias = process.load_bias(server.pid, binary)
+
+        idle_seconds = min(max(expected_seconds, MIN_IDLE_WINDOW_S), MAX_IDLE_WINDOW_S)
+        progress.status(f"idle for {idle_seconds:.1f} s")
+        idle_before = counters.snapshot()
+        await asyncio.sleep(idle_seconds)
+        idle_after = counters.snapshot()
+
+        keys_before = await session.key_count()
+        rss_before = _rss(server)
+        measured = workload.with_key_range(1)
+        progress.status(f"{workload.command} x {requests:,}")
+        count = _counter(progress, requests)
+        before = counters.snapshot()
+        result, middle = LoadResult(batch_size=pipeline), before
+        halves = (requests // 2, requests - requests // 2)
+        for half, share in enumerate(halves):
+            try:
+                result.add(await _run(session, measured, share, pipeline, server, count))
+            except _Interrupted as interrupted:
+                result.add(interrupted.result)
+                error = interrupted.error
+                break
+            if half == 0:
+                middle = counters.snapshot()
+        after = counters.settled_snapshot()
+        rss_after = _rss(server)
+        flushed, keys, flush_error = None, None, "the run was cut short"
+        if error is None:
+            keys_after = await session.key_count()
+            keys = Keys(keys_before, keys_after) if keys_before is not None and keys_after is not None else None
+            try:
+                flush_error = await session.flushall()
+            except LoadError as failure:
+                flush_error = str(failure)
+            flushed = counters.settled_snapshot() if flush_error is None else None
+    finally:
+        await session.close()
+    complete_halves = halves if error is None else None
+    window = Window(before=before, after=after, idle_before=idle_before, idle_after=idle_after,
+                    middle=middle if complete_halves else None, origin=origin, flushed=flushed)
+    return _Measurement(window, result, rss_before, rss_after, bias, complete_halves, keys, flush_error, error)
+
+
+def _counter(progress: Reporter, total: int) -> Callable[[int], None]:
+    done = 0
+
+    def count(requests: int) -> None:
+        nonlocal done
+        done += requests
+        progress.count(done, total)
+
+    return count
+
+
+class _Interrupted(Exception):
+    def __init__(self, result: LoadResult, error: ZprofError) -> None:
+        self.result, self.error = result, error
+
+
+async def _run(session: LoadSession, workload: Workload, requests: int, pipeline: int, server: Server,
+               progress: Callable[[int], None]) -> LoadResult:
+    """One load run; a crash or a stall keeps what was measured (`_Interrupted`)."""
+    try:
+        return await asyncio.wait_for(session.run(workload, requests, pipeline, progress), LOAD_TIMEOUT_S)
+    except LoadError as failure:
+        if server.exited_within(1.0):
+            raise _Interrupted(failure.result, server.crashed(
+                f"crashed after {failure.result.requests:,} of {requests:,} requests")) from failure
+        raise _Interrupted(failure.result, ZprofError(
+            f"{failure} after {failure.result.requests:,} of {requests:,} requests",
+            detail=server.log_tail(), exit_code=EXIT_TARGET)) from failure
+    except TimeoutError as timeout:
+        raise ZprofError(f"the load run did not finish within {LOAD_TIMEOUT_S:.0f} s",
+                         exit_code=EXIT_TARGET) from timeout
+
+
+def _rss(server: Server) -> int | None:
+    sample = process.sample(server.pid)
+    return sample.rss_bytes if sample else None
