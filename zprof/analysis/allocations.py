@@ -366,7 +366,8 @@ def find_flags(sites: list[CallSite], per_request: PerRequest) -> list[Flag]:
     for site in sites:
         if site.nested_in is None and site.layer != ARENA and 0 < site.average_bytes < SMALL_BYTES:
             small[(site.function, site.file, site.line)] += site.allocs_per_request
-        if site.nested_in is None and site.max_bytes > LARGE_BYTES and site.allocs_per_request >= LARGE_FLAG_PER_REQUEST:
+        recurring = site.allocs_per_request >= LARGE_FLAG_PER_REQUEST
+        if site.nested_in is None and site.max_bytes > LARGE_BYTES and recurring:
             flags.append(Flag("large", site.function, site.file, site.line, site.average_bytes, site.layer))
     for (function, file, line), count in small.items():
         if count >= SMALL_FLAG_PER_REQUEST:
