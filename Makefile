@@ -29,7 +29,7 @@ system-packages:
 
 demo: $(STAMP)
 	$(ZPROF) doctor || true
-	$(ZPROF) allocs HSET --project examples/minikv --server-args '--defect alloc-reply' --requests 20000
+	$(ZPROF) allocs HSET --project examples/minikv --server-args '--defect alloc-reply' --requests 50000
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
