@@ -7,8 +7,8 @@ minikv cannot be made to misbehave like this, so these play the faults:
 - `drops-pipelined`: serves connections concurrently, but answers only the
   first command of each read;
 - `stalls-on-config`: serves everything, pipelining included, but never
-  answers CONFIG, the first thing redis-benchmark sends, so the probes pass
-  and redis-benchmark hangs.
+  answers CONFIG, the first thing redis-benchmark sends and waits for: the
+  connection and pipelining probes pass, and redis-benchmark would hang.
 
 Used in-process (`FakeServer(fault)`), or as a target zprof starts itself:
 

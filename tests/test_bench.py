@@ -219,7 +219,7 @@ def test_tier_3_redis_against_itself_delivers_every_message(bench):
 @pytest.mark.parametrize(("fault", "code", "limitation", "clients", "pipeline"), [
     ("one-at-a-time", "bench.driver-for-faults", "serves one connection at a time", 1, 1),
     ("drops-pipelined", "bench.driver-for-faults", "answers only the first of pipelined commands", 50, 1),
-    ("stalls-on-config", "bench.benchmark-timed-out", "did not finish SET within 3 s and was killed", 50, 16),
+    ("stalls-on-config", "bench.config-unanswered", "never answered CONFIG GET", 50, 16),
 ])
 def test_a_faulty_server_is_driven_by_zprof_and_named(bench, fault, code, limitation, clients, pipeline):
     done, report = bench(*fake_target(fault), "--commands", "SET,GET", "--trials", "2", "--requests", "500",
@@ -394,10 +394,14 @@ def test_verdict_levels_and_conclusiveness():
 
 def test_thresholds_come_from_zprof_toml_before_pyproject(tmp_path: Path):
     assert load_thresholds(tmp_path).throughput_acceptable == 70
-    # [tool.zprof] itself, as the issue says; other settings in the table are left to their commands.
-    (tmp_path / "pyproject.toml").write_text("[tool.zprof]\nthroughput_acceptable = 60\nfollow = true\n")
+    # [tool.zprof] itself, beside the other commands' settings; a key no command knows is an error.
+    (tmp_path / "pyproject.toml").write_text("[tool.zprof]\nthroughput_acceptable = 60\n[tool.zprof.target]\n"
+                                             "port = 7000\n")
     chosen = load_thresholds(tmp_path)
     assert chosen.throughput_acceptable == 60 and "[tool.zprof]" in chosen.source
+    (tmp_path / "pyproject.toml").write_text("[tool.zprof]\nthroughput_acceptable = 60\nfollow = true\n")
+    with pytest.raises(ZprofError, match="unknown key 'follow'"):
+        load_thresholds(tmp_path)
     (tmp_path / "pyproject.toml").write_text("[tool.zprof.bench]\nthroughput_acceptable = 65\n")
     assert load_thresholds(tmp_path).throughput_acceptable == 65
     (tmp_path / "zprof.toml").write_text("memory_acceptable = 200\n")

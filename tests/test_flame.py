@@ -180,3 +180,31 @@ def test_a_target_valgrind_cannot_run_points_to_perf(run_zprof, tmp_path):
     assert done.returncode == 1, done.output
     assert "valgrind could not run the target" in done.output
     assert "perf" in done.output and "Traceback" not in done.output
+
+
+def test_a_server_that_breaks_under_load_is_profiled_gently_and_said_so(run_zprof, tmp_path):
+    # minikv's garble-under-load passes the probes, then garbles replies once two clients are connected.
+    out = tmp_path / "garbled"
+    done = run_zprof("flame", "--project", str(MINIKV), "--command", "SET", "--duration", "2",
+                     "--server-args", "--fault garble-under-load", "--output", str(out))
+    assert done.returncode == 0, done.output
+    printed = " ".join(done.stdout.split())
+    assert "ended within its warm-up" in printed and "zprof profiled it under 1 client" in printed
+    run = json.loads((out / "run.json").read_text())
+    assert run["load"].startswith("zprof's driver, 1 client(s), pipeline 1")
+    assert [note["code"] for note in run["notes"]].count("flame.gentler-load") == 1
+    assert run["summary"]["total"] > 0
+
+
+def test_error_replies_under_load_are_counted_not_fatal(run_zprof, tmp_path):
+    # redis-benchmark stops at the first error reply; zprof's driver counts them and goes on.
+    out = tmp_path / "errors"
+    done = run_zprof("flame", "--project", str(MINIKV), "--command", "SET", "--duration", "2",
+                     "--server-args", "--fault sporadic-errors", "--output", str(out))
+    assert done.returncode == 0, done.output
+    run = json.loads((out / "run.json").read_text())
+    assert run["load"].startswith("zprof's driver")
+    counted = next(note["values"] for note in run["notes"] if note["code"] == "flame.error-replies")
+    assert counted["first_error"] == "ERR planted sporadic error"
+    # One request in 200 fails; the share is counted, so it is exact to a request either side.
+    assert counted["errors"] == pytest.approx(counted["requests"] / 200, abs=2)

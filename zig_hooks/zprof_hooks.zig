@@ -50,11 +50,14 @@ pub const layer_capacity = 16;
 pub const site_capacity = 16384;
 /// Frame 0 is the `ret_addr` the Allocator API passes; the rest come from a
 /// frame-pointer walk that starts in the function that called the allocator.
-pub const site_depth = 8;
+/// Sixteen, because a Debug build inlines nothing: std's wrappers between a
+/// hash map's `put` and the allocator alone take about ten frames.
+pub const site_depth = 16;
 pub const live_capacity = 1 << 22;
 pub const size_class_count = 64;
 const site_probe_limit = 32;
 const live_probe_limit = 64;
+const claim_attempts = 8;
 const no_layer: u64 = std.math.maxInt(u64);
 const live_shift: u6 = 64 - @ctz(@as(u64, live_capacity));
 
@@ -320,8 +323,9 @@ pub const Region = struct {
     }
 
     fn liveSlot(region: Region, key: u64) u64 {
-        // Blocks are at least 8-byte aligned; mix the rest with a Fibonacci hash.
-        return ((key >> 3) *% 0x9e3779b97f4a7c15) >> region.live_shift;
+        // A Fibonacci hash of every bit: small blocks can be 1, 2 or 4 bytes
+        // apart, and neighbours sharing a home slot would form long chains.
+        return (key *% 0x9e3779b97f4a7c15) >> region.live_shift;
     }
 
     /// Records a live block owned by `site`. An entry with the same address
@@ -329,31 +333,38 @@ pub const Region = struct {
     /// released en bloc (an arena reset, a buffer rewound), so its owner is
     /// credited and its layer counts the release.
     fn track(region: Region, key: u64, size: u64, site: u64) void {
-        var slot = region.liveSlot(key);
-        var reusable: ?*LiveEntry = null;
-        const target = for (0..@min(live_probe_limit, region.live.len)) |_| {
-            const entry = &region.live[slot];
-            const seen = @atomicLoad(u64, &entry.key, .acquire);
-            if (seen == key) break entry;
-            if (seen == tombstone and reusable == null) reusable = entry;
-            if (seen == empty_slot) break reusable orelse entry;
-            slot = (slot + 1) % region.live.len;
-        } else reusable orelse {
+        const target = region.claim(key) orelse {
             lose(&region.losses.live_table_full, &region.losses.live_table_full_bytes, size);
             return;
         };
-        const seen = @atomicLoad(u64, &target.key, .acquire);
-        if (seen == key) {
-            region.release(key, @atomicLoad(u64, &target.size, .acquire), @atomicLoad(u64, &target.site, .acquire));
-        } else if (@cmpxchgStrong(u64, &target.key, seen, key, .acq_rel, .monotonic) != null) {
-            // Another thread took the slot first: rare, and counted.
-            lose(&region.losses.live_table_full, &region.losses.live_table_full_bytes, size);
-            return;
-        }
         // Only the owner of the block reads these, after the program has handed
         // the block over with its own synchronisation.
         @atomicStore(u64, &target.size, size, .release);
         @atomicStore(u64, &target.site, site, .release);
+    }
+
+    /// The entry that holds `key` (its block re-issued, and released here) or
+    /// a free one claimed for it; null when its probe chain has no room.
+    fn claim(region: Region, key: u64) ?*LiveEntry {
+        // Another thread may claim the free slot between our look and our
+        // compare-and-swap: then we look again, a bounded number of times.
+        for (0..claim_attempts) |_| {
+            var slot = region.liveSlot(key);
+            var reusable: ?*LiveEntry = null;
+            const free_entry, const free_key = for (0..@min(live_probe_limit, region.live.len)) |_| {
+                const entry = &region.live[slot];
+                const seen = @atomicLoad(u64, &entry.key, .acquire);
+                if (seen == key) {
+                    region.release(key, @atomicLoad(u64, &entry.size, .acquire), @atomicLoad(u64, &entry.site, .acquire));
+                    return entry;
+                }
+                if (seen == tombstone and reusable == null) reusable = entry;
+                if (seen == empty_slot) break if (reusable) |found| .{ found, tombstone } else .{ entry, empty_slot };
+                slot = (slot + 1) % region.live.len;
+            } else if (reusable) |found| .{ found, tombstone } else return null;
+            if (@cmpxchgStrong(u64, &free_entry.key, free_key, key, .acq_rel, .monotonic) == null) return free_entry;
+        }
+        return null;
     }
 
     /// A live block given out again without a free: it no longer counts.
@@ -857,4 +868,26 @@ test "full tables count what they lost, call by call and byte by byte" {
     try std.testing.expectEqual(@as(u64, 64), region.losses.sites_dropped_bytes);
     try std.testing.expectEqual(@as(u64, 4), region.layers[layer].program.allocs);
     try std.testing.expectEqual(Limits{ .layers = 2, .sites = site_capacity, .live = 512 }, Limits.parse("layers=2,live=1000,bogus=3,sites=0"));
+}
+
+test "threads tracking neighbouring small blocks at once lose none" {
+    const region, const bytes = try testRegion(Limits.parse("live=65536"));
+    defer std.testing.allocator.free(bytes);
+    const layer = region.layerIndex(0x1000).?;
+    const threads = 4;
+    const blocks_per_thread = 8000;
+    const Tracker = struct {
+        fn run(r: Region, l: u64, first: u64) void {
+            // Blocks 2 bytes apart, the threads' blocks interleaved, as a
+            // thread-safe allocator hands out neighbouring slots.
+            for (0..blocks_per_thread) |i| r.track(Region.liveKey(0x700000 + 2 * (i * threads + first), l), 2, 0);
+        }
+    };
+    var workers: [threads]std.Thread = undefined;
+    for (&workers, 0..) |*worker, first| worker.* = try std.Thread.spawn(.{}, Tracker.run, .{ region, layer, first });
+    for (workers) |worker| worker.join();
+    try std.testing.expectEqual(@as(u64, 0), region.losses.live_table_full);
+    for (0..threads * blocks_per_thread) |i| {
+        try std.testing.expect(region.find(Region.liveKey(0x700000 + 2 * i, layer)) != null);
+    }
 }

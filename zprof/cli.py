@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -13,6 +14,7 @@ from zprof.commands.bench import bench_command
 from zprof.commands.build import build_command
 from zprof.commands.doctor import doctor_command
 from zprof.commands.flame import flame_command
+from zprof.commands.init import init_command
 from zprof.commands.memory import memory_command
 from zprof.commands.report import report_command
 from zprof.errors import EXIT_USAGE, ZprofError
@@ -29,6 +31,7 @@ cli.add_command(bench_command)
 cli.add_command(build_command)
 cli.add_command(doctor_command)
 cli.add_command(flame_command)
+cli.add_command(init_command)
 cli.add_command(memory_command)
 cli.add_command(report_command)
 
@@ -52,3 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         errors.print("zprof: interrupted")
         return 130
+    except BrokenPipeError:
+        # The reader went away (`zprof report ... | head`): nothing more to say to it.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
 from zprof.errors import EXIT_TARGET, ZprofError
 from zprof.load.resp import SyncClient
 from zprof.procs import die_with_parent, kill_group
@@ -36,12 +38,18 @@ def free_port() -> int:
 
 
 def port_in_use(port: int) -> bool:
+    """Whether something listens on the port (connections still in TIME_WAIT from a server
+    that stopped do not count: the next server binds it as servers do, with SO_REUSEADDR)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((HOST, port))
         except OSError:
             return True
     return False
+
+
+LOOPBACK = ("127.0.0.1", "::1")
 
 
 @dataclass
@@ -57,6 +65,11 @@ class ServerSpec:
     def argv(self, port: int) -> list[str]:
         command = self.start_command.format(binary=shlex.quote(str(self.binary)), port=port)
         return shlex.split(command) + self.extra_args
+
+    def environment(self, port: int) -> dict[str, str]:
+        """The variables zprof sets for the server, {port} and {binary} filled in."""
+        return {name: value.replace("{port}", str(port)).replace("{binary}", str(self.binary))
+                for name, value in self.env.items()}
 
 
 class Server:
@@ -78,6 +91,16 @@ class Server:
         self.stop()
 
     def start(self) -> None:
+        """Starts the server and waits until it answers PING on its port; stops it on any failure."""
+        self.launch()
+        try:
+            self._wait_until_ready()
+        except BaseException:  # Ctrl-C included: never leave it running
+            self.stop()
+            raise
+
+    def launch(self) -> None:
+        """Starts the server's process, without waiting for it to answer."""
         if self.spec.port is not None and port_in_use(self.spec.port):
             raise ZprofError(f"port {self.spec.port} on {HOST} is already in use; pick another with --port")
         argv = self.spec.argv(self.port)
@@ -86,7 +109,7 @@ class Server:
                 self.process = subprocess.Popen(
                     argv,
                     cwd=self.workdir,
-                    env={**os.environ, **self.spec.env},
+                    env={**os.environ, **self.spec.environment(self.port)},
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -95,11 +118,6 @@ class Server:
                 )
             except OSError as error:
                 raise ZprofError(f"cannot start the server ({shlex.join(argv)}): {error}") from error
-        try:
-            self._wait_until_ready()
-        except BaseException:  # Ctrl-C included: never leave it running
-            self.stop()
-            raise
 
     def _wait_until_ready(self) -> None:
         deadline = time.monotonic() + self.spec.ready_timeout
@@ -140,6 +158,34 @@ class Server:
     def pid(self) -> int:
         assert self.process is not None
         return self.process.pid
+
+    def _listening(self) -> list[tuple[str, int]]:
+        """(address, port) of every socket the server (or a process its start command started) listens on."""
+        try:
+            root = psutil.Process(self.pid)
+            processes = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+        found = []
+        for process in processes:
+            try:
+                connections = process.net_connections(kind="inet")
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            found += [(c.laddr.ip, c.laddr.port) for c in connections if c.status == psutil.CONN_LISTEN]
+        return sorted(set(found))
+
+    def listening_ports(self) -> list[int]:
+        return sorted({port for _, port in self._listening()})
+
+    def listen_addresses(self) -> list[str]:
+        """The addresses the server listens on for its port."""
+        return sorted({address for address, port in self._listening() if port == self.port})
+
+    def binds_beyond_loopback(self) -> str | None:
+        """The address when the server listens on more than loopback (0.0.0.0, ::, an interface)."""
+        outside = [address for address in self.listen_addresses() if address not in LOOPBACK]
+        return outside[0] if outside else None
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         try:

@@ -4,6 +4,12 @@ pub fn build(b: *std.Build) void {
     const target = b.standardTargetOptions(.{});
     const optimize = b.standardOptimizeOption(.{});
 
+    // Shapes of other servers, for zprof's tests of servers unlike minikv.
+    const shape = b.addOptions();
+    shape.addOption(u16, "fixed_port", b.option(u16, "fixed-port", "Listen on this port, whatever --port says") orelse 0);
+    shape.addOption([]const u8, "port_env", b.option([]const u8, "port-env", "Take the port from this environment variable, whatever --port says") orelse "");
+    shape.addOption(bool, "basic_commands", b.option(bool, "basic-commands", "Answer only PING, SET, GET and DEL (and SHUTDOWN); every other command is unknown") orelse false);
+
     const root_module = b.createModule(.{
         .root_source_file = b.path("src/main.zig"),
         .target = target,
@@ -13,6 +19,7 @@ pub fn build(b: *std.Build) void {
         .strip = false,
         .omit_frame_pointer = false,
     });
+    root_module.addOptions("shape", shape);
 
     const exe = b.addExecutable(.{
         .name = "minikv",

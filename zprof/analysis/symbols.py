@@ -66,6 +66,10 @@ class _Scope:
     call_line: int | None
     decl_line: int | None
 
+    @property
+    def entry(self) -> int:
+        return min(lo for lo, _ in self.ranges)
+
 
 class Symbolizer:
     def __init__(self, binary: Path, cache_dir: Path | None = None) -> None:
@@ -176,9 +180,13 @@ class Symbolizer:
                     continue
                 file, line = self._line_at(lines, address)
                 frames: list[SourceFrame] = []
-                for scope in chain:
+                for scope, caller in zip(chain, [*chain[1:], None], strict=True):
                     frames.append(SourceFrame(scope.name, file, line, scope.decl_line))
                     file, line = scope.call_file, scope.call_line
+                    if file is None and caller is not None:
+                        # Zig's own backend (Debug builds) leaves out DW_AT_call_file: the call is in
+                        # the caller's file, which is where the caller's first instruction comes from.
+                        file = self._line_at(lines, caller.entry)[0]
                 resolved[address] = tuple(frames)
         return resolved
 

@@ -30,15 +30,12 @@ is `indicative`.
 
 from __future__ import annotations
 
-import math
 import statistics
-import tomllib
 from collections.abc import Sequence
-from dataclasses import fields, replace
 from pathlib import Path
 
 from zprof.analysis.stats import paired_ratio, summarize
-from zprof.errors import ZprofError
+from zprof.config import load_config
 from zprof.model.bench import (
     ACCEPTABLE,
     EXCELLENT,
@@ -69,53 +66,8 @@ MIN_KEYS_FOR_VERDICT = 100_000
 
 
 def load_thresholds(directory: Path) -> Thresholds:
-    """`zprof.toml` first, then `pyproject.toml`'s `[tool.zprof]`, then the defaults."""
-    for name, path_in_file in (("zprof.toml", ()), ("pyproject.toml", ("tool", "zprof"))):
-        path = directory / name
-        if not path.is_file():
-            continue
-        try:
-            table: object = tomllib.loads(path.read_text())
-        except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError) as error:
-            raise ZprofError(f"cannot read {path}: {error}") from error
-        for key in path_in_file:
-            table = table.get(key) if isinstance(table, dict) else None
-        if not isinstance(table, dict):
-            continue
-        # The table may hold other commands' settings: only threshold-like keys are read (and checked) here.
-        top = {key: value for key, value in table.items() if key.startswith(_THRESHOLD_PREFIXES)}
-        bench = table.get("bench", {})
-        if not isinstance(bench, dict):
-            raise ZprofError(f"{path}: {'.'.join((*path_in_file, 'bench'))} must be a table")
-        if not top and not bench:
-            continue
-        sections = ([f"[{'.'.join(path_in_file)}]" if path_in_file else "top level"] if top else []) + (
-            [f"[{'.'.join((*path_in_file, 'bench'))}]"] if bench else [])
-        return _thresholds_from({**top, **bench}, f"{path} {' and '.join(sections)}")
-    return Thresholds()
-
-
-_THRESHOLD_PREFIXES = ("throughput_", "latency_", "memory_", "unstable_")
-
-
-def _thresholds_from(table: object, where: str) -> Thresholds:
-    known = [f.name for f in fields(Thresholds) if f.name != "source"]
-    if not isinstance(table, dict):
-        raise ZprofError(f"{where} must be a table")
-    values: dict[str, float] = {}
-    for key, value in table.items():
-        if key not in known:
-            raise ZprofError(f"{where}: unknown key {key!r}", detail=f"Known keys: {', '.join(known)}.")
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
-            raise ZprofError(f"{where}: {key} must be a positive number of percent, not {value!r}")
-        values[key] = float(value)
-    thresholds = replace(Thresholds(), source=where, **values)
-    if thresholds.throughput_excellent < thresholds.throughput_acceptable:
-        raise ZprofError(f"{where}: throughput_excellent must not be below throughput_acceptable")
-    for kind in ("latency", "memory"):
-        if getattr(thresholds, f"{kind}_excellent") > getattr(thresholds, f"{kind}_acceptable"):
-            raise ZprofError(f"{where}: {kind}_excellent must not be above {kind}_acceptable")
-    return thresholds
+    """The project's thresholds (`zprof.config`), or the defaults."""
+    return load_config(directory).thresholds
 
 
 def judge(estimate: RatioEstimate, excellent: float, acceptable: float, *, higher_is_better: bool) -> Verdict:

@@ -8,7 +8,6 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -16,10 +15,22 @@ from zprof.builder import shim
 from zprof.builder.project import ZigProject, hash_sources
 from zprof.builder.toolchain import Zig, check_minimum_version
 from zprof.errors import ZprofError
-from zprof.procs import run_bounded
+from zprof.procs import Completed, run_bounded
 
 BUILD_TIMEOUT_S = 1800
 LOG_TAIL_LINES = 40
+DEFAULT_OPTIMIZE = "ReleaseFast"
+# Where a binary's build mode came from (BuildResult.optimize_source).
+REQUESTED, DECLARED, ZIG_DEFAULT = "requested", "build.zig", "zig default"
+# System libraries build.zig files commonly link, and the Debian package that provides each.
+DEBIAN_PACKAGES = {
+    "luajit-5.1": "libluajit-5.1-dev", "lua5.4": "liblua5.4-dev", "lua5.3": "liblua5.3-dev", "ssl": "libssl-dev",
+    "crypto": "libssl-dev", "z": "zlib1g-dev", "zstd": "libzstd-dev", "lz4": "liblz4-dev", "uring": "liburing-dev",
+    "sqlite3": "libsqlite3-dev", "pq": "libpq-dev", "curl": "libcurl4-openssl-dev", "uv": "libuv1-dev",
+    "jemalloc": "libjemalloc-dev", "hiredis": "libhiredis-dev", "pcre2-8": "libpcre2-dev",
+    "readline": "libreadline-dev", "event": "libevent-dev", "sodium": "libsodium-dev", "xxhash": "libxxhash-dev",
+    "mimalloc": "libmimalloc-dev",
+}
 
 
 def cache_root() -> Path:
@@ -37,7 +48,10 @@ class BuildRequest:
     with_shim: bool = True
     # shim.COUNTING, or shim.MASSIF for a target run under valgrind's massif.
     shim_variant: str = shim.COUNTING
-    optimize: str = "ReleaseFast"
+    optimize: str = DEFAULT_OPTIMIZE
+    # False when the mode is zprof's default: a project without an optimize option is then
+    # built as it declares, instead of refused.
+    optimize_asked: bool = False
     exe: str | None = None
     extra_args: tuple[str, ...] = ()
 
@@ -53,7 +67,9 @@ class BuildResult:
     zig_version: str
     # Set when `zig build` failed but still produced the executable.
     warnings: list[str] = field(default_factory=list)
-    optimize: str = "ReleaseFast"  # the build mode of the binary
+    optimize: str = DEFAULT_OPTIMIZE  # the build mode of the binary
+    optimize_source: str = REQUESTED  # REQUESTED, DECLARED or ZIG_DEFAULT
+    build_args: tuple[str, ...] = ()  # what zprof passed to zig build beyond its own flags
 
 
 def build_key(request: BuildRequest) -> str:
@@ -61,7 +77,7 @@ def build_key(request: BuildRequest) -> str:
     # The path is part of the key: DWARF names source files by absolute path.
     digest.update(str(request.project.root).encode() + b"\0")
     hash_sources(request.project.root, digest)
-    digest.update(f"{request.zig.version}|{request.optimize}|{request.extra_args}".encode())
+    digest.update(f"{request.zig.version}|{request.optimize}|{request.optimize_asked}|{request.extra_args}".encode())
     digest.update((shim.shim_fingerprint(request.shim_variant) if request.with_shim else "no-shim").encode())
     return digest.hexdigest()[:20]
 
@@ -121,14 +137,33 @@ def _missing_dependency(log: str, project: ZigProject) -> ZprofError | None:
     )
 
 
-def _failure_detail(log: str) -> str:
-    libraries = re.findall(r"unable to find (?:dynamic|static) system library '([^']+)'", log)
-    hints = "".join(
-        f"The build links the system library {name}: install its development package "
-        f"(on Debian: `apt-cache search lib{name.split('-')[0]}` names it, e.g. lib{name}-dev).\n"
-        for name in dict.fromkeys(libraries)
-    )
-    return hints + _error_lines(log)
+def _missing_libraries(log: str, project: ZigProject) -> ZprofError | None:
+    """A link failure for system libraries that are not installed: each named, with its Debian package."""
+    libraries = list(dict.fromkeys(re.findall(r"unable to find (?:dynamic|static) system library '([^']+)'", log)))
+    if not libraries:
+        return None
+    known = [DEBIAN_PACKAGES[name] for name in libraries if name in DEBIAN_PACKAGES]
+    unknown = [name for name in libraries if name not in DEBIAN_PACKAGES]
+    fixes = ([f"apt-get install {' '.join(dict.fromkeys(known))}"] if known else []) + [
+        f"install the development package of lib{name} (`apt-cache search lib{name}` names it)" for name in unknown]
+    return ZprofError(
+        f"zig build failed in {project.root}: it links the system librar{'ies' if len(libraries) > 1 else 'y'} "
+        f"{', '.join(libraries)}, which {'are' if len(libraries) > 1 else 'is'} not installed",
+        detail="Fix: " + "; ".join(fixes) + "\n\n" + _error_lines(log))
+
+
+def declared_mode(project: ZigProject) -> tuple[str, str]:
+    """The build mode a project without an optimize option builds in, and where zprof found it."""
+    try:
+        text = project.build_file.read_text(errors="replace")
+    except OSError:
+        text = ""
+    found = re.search(r"\.(Debug|ReleaseSafe|ReleaseFast|ReleaseSmall)\b", text)
+    return (found.group(1), DECLARED) if found else ("Debug", ZIG_DEFAULT)
+
+
+def _no_optimize_option(log: str) -> bool:
+    return bool(re.search(r"invalid option: -Doptimize", log))
 
 
 def _explain_partial_failure(log: str, returncode: int) -> list[str]:
@@ -149,7 +184,27 @@ def _explain_partial_failure(log: str, returncode: int) -> list[str]:
     return warnings
 
 
-def build(request: BuildRequest, *, progress: Callable[[str], None] | None = None) -> BuildResult:
+def _zig_build(request: BuildRequest, prefix: Path, lib_dir: Path | None,
+               optimize_flag: str | None) -> tuple[Completed, str]:
+    command = [
+        str(request.zig.exe), "build",
+        *([optimize_flag] if optimize_flag else []),
+        "--prefix", str(prefix),
+        # Both caches go outside the checkout; the global one keeps Zig's default
+        # location so packages already fetched there are found.
+        "--cache-dir", str(cache_root() / "zig-local-cache"),
+        *(["--zig-lib-dir", str(lib_dir)] if lib_dir else []),
+        *request.extra_args,
+    ]
+    env = {k: v for k, v in os.environ.items() if k != shim.ENV_VAR}
+    try:
+        done = run_bounded(command, BUILD_TIMEOUT_S, cwd=request.project.root, env=env)
+    except subprocess.TimeoutExpired as expired:
+        raise ZprofError(f"zig build did not finish within {BUILD_TIMEOUT_S} s") from expired
+    return done, (done.stdout or "") + (done.stderr or "")
+
+
+def build(request: BuildRequest) -> BuildResult:
     """Build (or reuse) the target; the checkout is read, never written."""
     project, zig = request.project, request.zig
     check_minimum_version(zig, project.minimum_zig_version, project.root)
@@ -162,39 +217,32 @@ def build(request: BuildRequest, *, progress: Callable[[str], None] | None = Non
         meta = json.loads(meta_file.read_text())
         exe = choose_executable(project, meta["executables"], request.exe)
         if (prefix / "bin" / exe).is_file():
-            meta.update(binary=prefix / "bin" / exe, cached=True, seconds=time.monotonic() - started)
+            meta.update(binary=prefix / "bin" / exe, cached=True, seconds=time.monotonic() - started,
+                        build_args=tuple(meta.get("build_args", ())))
             return BuildResult(**meta)
 
     lib_dir = shim.overlay_lib_dir(zig, cache_root(), request.shim_variant) if request.with_shim else None
     out_dir.mkdir(parents=True, exist_ok=True)
-    command = [
-        str(zig.exe), "build",
-        f"-Doptimize={request.optimize}",
-        "--prefix", str(prefix),
-        # Both caches go outside the checkout; the global one keeps Zig's default
-        # location so packages already fetched there are found.
-        "--cache-dir", str(cache_root() / "zig-local-cache"),
-        *(["--zig-lib-dir", str(lib_dir)] if lib_dir else []),
-        *request.extra_args,
-    ]
-    env = {k: v for k, v in os.environ.items() if k != shim.ENV_VAR}
-    if progress:
-        progress(f"zig build -Doptimize={request.optimize}{' with the zprof shim' if lib_dir else ''}")
-    try:
-        done = run_bounded(command, BUILD_TIMEOUT_S, cwd=project.root, env=env)
-    except subprocess.TimeoutExpired as expired:
-        raise ZprofError(f"zig build did not finish within {BUILD_TIMEOUT_S} s") from expired
-    log = (done.stdout or "") + (done.stderr or "")
+    optimize, source = request.optimize, REQUESTED
+    done, log = _zig_build(request, prefix, lib_dir, f"-Doptimize={optimize}")
+    if done.returncode != 0 and _no_optimize_option(log):
+        if request.optimize_asked:
+            raise ZprofError(f"--optimize {request.optimize}: {project.root}'s build.zig declares no optimize option "
+                             "(zig build: invalid option -Doptimize)",
+                             detail="Build it as the project declares: leave out --optimize (and optimize in "
+                                    "zprof.toml).")
+        optimize, source = declared_mode(project)
+        done, log = _zig_build(request, prefix, lib_dir, None)
     (out_dir / "build.log").write_text(log)
 
     executables = _executables(prefix)
     warnings: list[str] = []
     if done.returncode != 0:
-        missing = _missing_dependency(log, project)
-        if missing:
-            raise missing
+        for explained in (_missing_dependency(log, project), _missing_libraries(log, project)):
+            if explained:
+                raise explained
         if not executables:
-            raise ZprofError(f"zig build failed in {project.root}", detail=_failure_detail(log))
+            raise ZprofError(f"zig build failed in {project.root}", detail=_error_lines(log))
     if done.returncode != 0 or re.search(r"\berror:|\bfailure\b", log):
         # Zig prints some linker warnings as "error: warning: ..." under a step
         # marked "failure", even when the build succeeds.
@@ -211,7 +259,9 @@ def build(request: BuildRequest, *, progress: Callable[[str], None] | None = Non
         with_shim=request.with_shim,
         zig_version=zig.version,
         warnings=warnings,
-        optimize=request.optimize,
+        optimize=optimize,
+        optimize_source=source,
+        build_args=request.extra_args,
     )
     meta = {k: v for k, v in asdict(result).items() if k not in ("cached", "seconds")}
     meta["binary"] = str(result.binary)

@@ -67,7 +67,8 @@ def bench_command(target: TargetOptions, tier: str, command_list: str | None, tr
     context = click.get_current_context()
     if command_list is not None and context.get_parameter_source("tier") is not ParameterSource.DEFAULT:
         raise ZprofError("pass --tier or --commands, not both")
-    workloads = [bench_workload(name, keyspace, data_size) for name in bench_command_names(tier, command_list)]
+    names = bench_command_names(tier, command_list, target.config.commands)
+    workloads = [bench_workload(name, keyspace, data_size) for name in names]
     reference_server(redis_server)  # a missing redis-server is bad input, before anything is built
     options = BenchOptions(
         target=target, workloads=workloads, trials=trials, requests=requests,

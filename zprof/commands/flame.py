@@ -11,7 +11,7 @@ import click
 from zprof.analysis.hotspots import share_changes
 from zprof.commands.options import Outputs, measure_and_report, output_options, target_options
 from zprof.errors import ZprofError
-from zprof.load.workloads import DEFAULT_KEYSPACE, MIXED_COMMANDS, workload_for
+from zprof.load.workloads import DEFAULT_KEYSPACE, MIXED_COMMANDS, mixed_workload, workload_for
 from zprof.model.flame import PERF, FlameDiffRun, FlameRun
 from zprof.report.common import make_console
 from zprof.report.profile_files import load_profile, write_outputs
@@ -57,7 +57,7 @@ def flame_command(target: TargetOptions, duration: float, command: str | None, w
     if command and workload:
         raise ZprofError("pass --command or --workload, not both")
     workloads = ([workload_for(command, template, keyspace)] if command else
-                 [workload_for(name, None, keyspace) for name in MIXED_COMMANDS])
+                 mixed_workload(keyspace, target.config.commands))
     label = command.upper() if command else "mixed"
     options = FlameOptions(target, workloads, label, clients, pipeline, top, shim, engine, duration, frequency,
                            call_graph, requests)

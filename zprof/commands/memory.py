@@ -15,7 +15,7 @@ from zprof.commands.options import (
     target_options,
 )
 from zprof.errors import ZprofError
-from zprof.load.workloads import DEFAULT_KEYSPACE, MIXED_COMMANDS, workload_for
+from zprof.load.workloads import DEFAULT_KEYSPACE, MIXED_COMMANDS, mixed_workload, workload_for
 from zprof.model.memory import MassifRun, MemoryRun
 from zprof.report.common import make_console
 from zprof.report.memory import write_massif_pictures, write_memory_pictures
@@ -50,7 +50,7 @@ def memory_command(target: TargetOptions, command: str | None, workload: str | N
     if command and workload:
         raise ZprofError("pass --command or --workload, not both")
     workloads = ([workload_for(command, template, keyspace)] if command else
-                 [workload_for(name, None, keyspace) for name in MIXED_COMMANDS])
+                 mixed_workload(keyspace, target.config.commands))
     console = make_console()
     if engine == "massif":
         massif_options = MassifOptions(target, workloads, command.upper() if command else "mixed", requests,

@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from click.core import ParameterSource
 from rich.console import Console
 
 from zprof import artifact
+from zprof.config import OPTIMIZE_MODES, ProjectConfig, load_config
 from zprof.errors import PartialRun, ZprofError
 from zprof.load.calibration import MIN_TRIAL_SECONDS
 from zprof.progress import LiveProgress
@@ -26,17 +28,27 @@ from zprof.sessions.target import TargetOptions
 ResultT = TypeVar("ResultT")
 OUTPUT_ROOT = Path("zprof-out")
 
-_TARGET_OPTION_NAMES = tuple(f.name for f in fields(TargetOptions))
+_TARGET_OPTION_NAMES = tuple(f.name for f in fields(TargetOptions) if f.name != "config")
+# Options the project's zprof.toml [target] table may set, when the flag was not given.
+_CONFIGURABLE = ("exe", "build_args", "optimize", "start_command", "port", "env", "ready_timeout")
 
 
 def target_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Adds the options that choose, build and start the target; the command
-    receives them together as `target: TargetOptions`."""
+    """Adds the options that choose, build and start the target; the command receives them
+    together as `target: TargetOptions`, with the project's zprof.toml filling in the flags
+    left at their defaults."""
 
     @functools.wraps(command)
     def with_target(**kwargs: Any) -> Any:
-        target = TargetOptions(**{name: kwargs.pop(name) for name in _TARGET_OPTION_NAMES})
-        return command(target=target, **kwargs)
+        values = {name: kwargs.pop(name) for name in _TARGET_OPTION_NAMES}
+        config = load_config(values["project"]) if Path(values["project"]).is_dir() else ProjectConfig()
+        context = click.get_current_context()
+        for name in _CONFIGURABLE:
+            if name in config.target and context.get_parameter_source(name) in (None, ParameterSource.DEFAULT):
+                setting = config.target[name]
+                values[name] = (tuple(f"{key}={value}" for key, value in setting.items()) if name == "env"
+                                else tuple(setting) if name == "build_args" else setting)
+        return command(target=TargetOptions(**values, config=config), **kwargs)
 
     decorators = [
         click.option("--project", default=".", show_default=True, type=click.Path(file_okay=False),
@@ -45,11 +57,20 @@ def target_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--exe", default=None, help="Which installed executable is the server."),
         click.option("--server-args", default="", help="Arguments appended to the server's command line."),
         click.option("--start-command", default=DEFAULT_START_COMMAND, show_default=True,
-                     help="How to start the server; {binary} and {port} are filled in."),
+                     help="How to start the server; {binary} and {port} are filled in ({port} may be left out "
+                          "for a server on a fixed --port)."),
         click.option("--port", default=None, type=click.IntRange(1, 65535),
-                     help="Port for the server on 127.0.0.1 (default: a free one)."),
+                     help="Port for the server on 127.0.0.1 (default: a free one); for a server on a fixed port, "
+                          "that port."),
         click.option("--ready-timeout", default=READY_TIMEOUT_S, show_default=True,
                      type=click.FloatRange(0.5, 3600), help="Seconds to wait for the server to answer PING."),
+        click.option("--build-arg", "build_args", multiple=True, metavar="ARG",
+                     help="Passed to zig build (repeatable), e.g. --build-arg -Dengine=fast."),
+        click.option("--optimize", type=click.Choice(OPTIMIZE_MODES), default=None,
+                     help="The build mode (default: ReleaseFast, or what the project declares when it has no "
+                          "optimize option)."),
+        click.option("--env", multiple=True, metavar="NAME=VALUE",
+                     help="Set in the server's environment (repeatable); {port} and {binary} are filled in."),
     ]
     for decorator in reversed(decorators):
         with_target = decorator(with_target)
@@ -128,10 +149,11 @@ def measure_and_report(measure: Callable[[LiveProgress], ResultT], outputs: Outp
 
 
 def save_and_print(run: Any, outputs: Outputs, console: Console) -> None:
-    to_terminal(document_of(run), console)
+    """Saved first: a report cut short (a closed pipe, Ctrl-C) never loses the run."""
     artifact.write(run, outputs.directory / artifact.RUN_FILE)
     if outputs.json_path is not None:
         artifact.write(run, outputs.json_path)
+    to_terminal(document_of(run), console)
     console.print(f"Run saved to {outputs.directory / artifact.RUN_FILE}"
                   + (f" and {outputs.json_path}" if outputs.json_path else "")
                   + f" (zprof report {outputs.directory} prints it again)", soft_wrap=True)

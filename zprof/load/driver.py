@@ -267,6 +267,12 @@ class BackgroundLoad:
         if self._failure is not None:
             raise self._failure
 
+    def ended(self) -> str | None:
+        """Why the load ended by itself (the server broke a connection, stopped answering), or None."""
+        if self._thread.is_alive():
+            return None
+        return self.error or (repr(self._failure) if self._failure else "the load ended")
+
     def stop(self, timeout: float = BATCH_TIMEOUT_S + 5) -> LoadResult:
         self._stop.set()
         self._thread.join(timeout)

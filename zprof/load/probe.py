@@ -49,11 +49,14 @@ def _answers_concurrently(host: str, port: int, timeout: float) -> bool:
 
 
 def _answers_pipeline(host: str, port: int, timeout: float) -> bool:
+    # PING with an argument answers it back: every server has PING, not every one has ECHO.
     try:
         with SyncClient(host, port, timeout) as client:
-            client.send(*([[b"ECHO", b"zprof-%d" % i] for i in range(PROBE_PIPELINE)]))
+            client.send(*([[b"PING", b"zprof-%d" % i] for i in range(PROBE_PIPELINE)]))
             replies = client.read(PROBE_PIPELINE)
-        return replies == [b"zprof-%d" % i for i in range(PROBE_PIPELINE)]
+        # Redis answers the argument back; some servers answer PONG whatever it is, which is as good here.
+        return len(replies) == PROBE_PIPELINE and all(
+            reply in (b"zprof-%d" % i, b"PONG", "PONG") for i, reply in enumerate(replies))
     except (OSError, TimeoutError, ConnectionError):
         return False
 
@@ -69,17 +72,23 @@ def probe(host: str, port: int, clients: int, pipeline: int, timeout: float = PR
     return capabilities
 
 
-def check_command(host: str, port: int, workload: Workload, timeout: float = PROBE_TIMEOUT_S) -> None:
-    """Send the command once; an error reply is bad input, not a measurement."""
+def rejection(host: str, port: int, workload: Workload, timeout: float = PROBE_TIMEOUT_S) -> str | None:
+    """Sends the workload's request once: the server's error reply, or None when it took it."""
     try:
         with SyncClient(host, port, timeout) as client:
             client.sock.sendall(workload.expand(random.Random(0)))
             (reply,) = client.read(1)
     except (OSError, TimeoutError, ConnectionError) as error:
         raise ZprofError(f"the server did not answer one {workload.command}: {error}") from error
-    if isinstance(reply, ErrorReply):
+    return reply.message if isinstance(reply, ErrorReply) else None
+
+
+def check_command(host: str, port: int, workload: Workload, timeout: float = PROBE_TIMEOUT_S) -> None:
+    """Send the command once; an error reply is bad input, not a measurement."""
+    refused = rejection(host, port, workload, timeout)
+    if refused is not None:
         raise ZprofError(
-            f"the server answers {' '.join(a.decode() for a in workload.args)!r} with an error: {reply.message}",
+            f"the server answers {' '.join(a.decode() for a in workload.args)!r} with an error: {refused}",
             detail="Check the command name and its arguments (--args TEMPLATE).",
         )
 

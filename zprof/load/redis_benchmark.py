@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import shutil
 import subprocess
 import time
@@ -63,9 +64,18 @@ class RedisBenchmarkLoad:
         time.sleep(START_CHECK_S)
         for process in self._processes:
             if process.poll() is not None:
-                message = process.stderr.read().decode(errors="replace").strip() if process.stderr else ""
+                message = process.stderr.read().decode(errors="replace") if process.stderr else ""
                 self.stop()
-                raise ZprofError(f"redis-benchmark exited at once ({process.returncode})", detail=message)
+                raise BenchmarkFailed(_stop_reason(message, process.returncode),
+                                      server_error_in(message.splitlines()))
+
+    def ended(self) -> str | None:
+        """Why a redis-benchmark of the load exited by itself, or None while all run."""
+        for process in self._processes:
+            if process.poll() is not None:
+                message = process.stderr.read().decode(errors="replace") if process.stderr else ""
+                return _stop_reason(message, process.returncode)
+        return None
 
     def stop(self) -> None:
         for process in self._processes:
@@ -124,6 +134,18 @@ class BenchmarkFailed(Exception):
         self.server_error = server_error
 
 
+def _stop_reason(stderr: str, returncode: int) -> str:
+    # -q's progress lines end in \r; the reason it stopped is the last thing it wrote.
+    last = next((part.strip() for part in reversed(re.split(r"[\r\n]", stderr)) if part.strip()), "")
+    return f"redis-benchmark stopped: {last}" if last else f"redis-benchmark exited ({returncode})"
+
+
+def server_error_in(lines: list[str]) -> str | None:
+    """The error reply that made redis-benchmark stop (it stops at the first), from its stderr."""
+    return next((line.strip().removeprefix(SERVER_ERROR_PREFIX) for line in lines
+                 if line.strip().startswith(SERVER_ERROR_PREFIX)), None)
+
+
 def run_benchmark_csv(executable: str, host: str, port: int, workload: Workload, clients: int, pipeline: int,
                       requests: int, deadline: float, cwd: Path | None = None) -> BenchmarkRow:
     """One bounded `redis-benchmark --csv` run: past `deadline` seconds its whole
@@ -135,8 +157,7 @@ def run_benchmark_csv(executable: str, host: str, port: int, workload: Workload,
         raise BenchmarkTimedOut(f"redis-benchmark did not finish {workload.command} within {deadline:.0f} s "
                                 "and was killed") from expired
     lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
-    server_error = next((line.removeprefix(SERVER_ERROR_PREFIX) for line in lines
-                         if line.startswith(SERVER_ERROR_PREFIX)), None)
+    server_error = server_error_in(lines)
     if done.returncode != 0 or server_error is not None:
         reason = server_error or (lines[-1] if lines else f"exit status {done.returncode}")
         raise BenchmarkFailed(f"redis-benchmark failed on {workload.command}: {reason}", server_error)

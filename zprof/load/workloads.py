@@ -49,6 +49,16 @@ TEMPLATES: dict[str, str] = {
 }
 
 
+def mixed_workload(keyspace: int, answered: list[str] | None = None) -> list[Workload]:
+    """The mixed workload: the tier 1 and 2 commands, or those of them a project's zprof.toml says its
+    server answers (`answered`)."""
+    names = [name for name in MIXED_COMMANDS if answered is None or name in answered]
+    if not names:
+        raise ZprofError("none of the mixed workload's commands is among those zprof.toml says the server answers",
+                         detail=f"The mixed workload: {', '.join(MIXED_COMMANDS)}. Name one with --command.")
+    return [workload_for(name, None, keyspace) for name in names]
+
+
 def workload_for(command: str, template: str | None, keyspace: int = DEFAULT_KEYSPACE) -> Workload:
     if template:
         workload = Workload.from_template(template, keyspace)
@@ -75,6 +85,8 @@ KEY_BYTES, VALUE_BYTES = 16, 3
 # Tier 3: the pub/sub channel and the interleaved mix of tier 1 and 2 commands.
 MIX, PUBLISH = "MIX", "PUBLISH"
 PUBLISH_TEMPLATE = "PUBLISH zprof-bench xxx"
+# What redis-benchmark asks a server before it starts.
+CONFIG_GET = Workload.from_template("CONFIG GET save")
 
 
 @dataclass(frozen=True)
@@ -144,10 +156,17 @@ TIERS = {
 }
 
 
-def bench_command_names(tier: str, command_list: str | None) -> list[str]:
-    """The commands of a tier ("1", "2", "3" or "all"), or of a list "SET,GET,..." (which wins)."""
+def bench_command_names(tier: str, command_list: str | None, answered: list[str] | None = None) -> list[str]:
+    """The commands of a tier ("1", "2", "3" or "all"), or of a list "SET,GET,..." (which wins); of a
+    tier, only those `answered` (a project's zprof.toml), when it says."""
     if command_list is None:
-        return [name for level in ("1", "2", "3") for name in TIERS[level]] if tier == "all" else list(TIERS[tier])
+        names = [name for level in ("1", "2", "3") for name in TIERS[level]] if tier == "all" else list(TIERS[tier])
+        # MIX interleaves every tier 1 and 2 command: it is left out unless the server answers them all.
+        answers = answered is None or set(answered) >= set(MIXED_COMMANDS)
+        kept = [name for name in names if answered is None or name in answered or (name == MIX and answers)]
+        if not kept:
+            raise ZprofError(f"none of tier {tier}'s commands is among those zprof.toml says the server answers")
+        return kept
     names = list(dict.fromkeys(name.strip().upper() for name in command_list.split(",") if name.strip()))
     if not names:
         raise ZprofError("--commands is empty")

@@ -26,9 +26,13 @@ class TargetInfo:
     project: str | None = None
     zig_version: str | None = None
     optimize: str | None = None  # the build mode, when zprof built it
+    # Where the mode came from: "requested" (-Doptimize), "build.zig" (the project sets it and has no
+    # optimize option), "zig default" (neither: zig build's default, Debug).
+    optimize_source: str | None = None
     build_cached: bool | None = None
     build_seconds: float | None = None
     start_command: str | None = None
+    build_args: list[str] = field(default_factory=list)
     # What `zig build` reported although it produced the binary.
     build_warnings: list[str] = field(default_factory=list)
 

@@ -46,7 +46,8 @@ def loss_sentence(loss: Loss, requests: int) -> str:
 
 def add_losses(document: Document, losses: list[Loss], requests: int) -> None:
     for loss in losses:
-        document.paragraph(Span("Shim table full: " + loss_sentence(loss, requests), "yellow"))
+        heading = "Shim: " if loss.table == "untracked-frees" else "Shim table full: "
+        document.paragraph(Span(heading + loss_sentence(loss, requests), "yellow"))
 
 
 def _retained_sentence(analysis: AllocationAnalysis) -> str | None:

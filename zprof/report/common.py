@@ -42,9 +42,10 @@ def short_path(path: str | None, line: int | None) -> str:
 
 
 def add_title(document: Document, title: str, target: TargetInfo) -> None:
-    """The first line of a report on one target: what ran, on which project, built by which Zig."""
+    """The first line of a report on one target: what ran, on which project, built by which Zig, in which mode."""
+    mode = f", {target.optimize}" if target.optimize else ""
     document.paragraph(Span(title, "bold"), " on ", Span(target.project or "?", "cyan"),
-                       f" ({os.path.basename(target.binary)}, Zig {target.zig_version})")
+                       f" ({os.path.basename(target.binary)}, Zig {target.zig_version}{mode})")
 
 
 def add_error_share(document: Document, errors: int, requests: int, share: float, first_error: str | None) -> None:
@@ -55,7 +56,11 @@ def add_error_share(document: Document, errors: int, requests: int, share: float
 
 
 def add_build_warnings(document: Document, target: TargetInfo) -> None:
-    """What `zig build` reported although it produced the binary (see builder/build.py)."""
+    """The build mode when zprof did not choose it, or when it is Debug (what it means for the figures);
+    and what `zig build` reported although it produced the binary (see builder/build.py)."""
+    if target.optimize and (target.optimize_source not in (None, "requested") or target.optimize == "Debug"):
+        note = Note("target.build-mode", {"mode": target.optimize, "source": target.optimize_source or "requested"})
+        document.paragraph(Span(sentence(note), "bold yellow" if target.optimize == "Debug" else "yellow"))
     for warning in target.build_warnings:
         first, *rest = warning.splitlines()
         document.paragraph(Span("build: " + first, "yellow"))

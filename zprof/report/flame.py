@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from zprof.model.flame import FlameDiffRun, FlameRun, FunctionShare
-from zprof.report.common import add_build_warnings, add_notes, short_name, short_path
+from zprof.report.common import add_build_warnings, add_notes, add_title, short_name, short_path
 from zprof.report.document import Document, Span
 
 
@@ -21,6 +21,7 @@ _COLUMNS = [("#", "right"), ("self", "right"), ("total", "right"), ("kind", "lef
 def flame_document(run: FlameRun) -> Document:
     summary = run.summary
     document = Document(f"zprof flame {run.command}")
+    add_title(document, document.title, run.target)
     add_build_warnings(document, run.target)
     if summary.unit == "samples":
         document.paragraph(Span(f"{summary.total:,} samples", "bold"), f"; {summary.kernel_share:.1%} in the "

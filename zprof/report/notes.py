@@ -21,6 +21,18 @@ def _lengthened(v: dict[str, Any]) -> str:
             f"in every trial ({runs}).")
 
 
+def _build_mode(v: dict[str, Any]) -> str:
+    why = {"build.zig": "as its build.zig declares (it has no optimize option)",
+           "zig default": "zig build's default (its build.zig declares no optimize option and sets no mode)",
+           "requested": "as requested"}[v["source"]]
+    meaning = {
+        "Debug": "allocation counts hold, but the CPU time and throughput of a Debug build are not representative",
+        "ReleaseSafe": "an optimised build that keeps its runtime safety checks, which cost some speed",
+        "ReleaseSmall": "a build optimised for size rather than speed",
+    }.get(v["mode"], "its CPU time and throughput are those of an optimised build")
+    return f"Built in {v['mode']}, {why}: {meaning}."
+
+
 def _per_batch(v: dict[str, Any]) -> str:
     if v["all"]:
         return (f"All latencies from zprof's driver are per pipelined batch of {v['pipeline']} requests, not per "
@@ -46,6 +58,15 @@ _SENTENCES: dict[str, Callable[[dict[str, Any]], str]] = {
     "flame.unknown-frames": lambda v: (f"{v['share']:.0%} of stacks end in [unknown] frames (code without frame "
                                        "pointers); try --call-graph dwarf."),
     "flame.load-stopped": lambda v: f"The load stopped early: {v['reason']}",
+    "flame.driver-for-errors": lambda v: (f"redis-benchmark stopped at an error reply from the server ({v['error']}); "
+                                          "zprof's driver, which counts error replies and goes on, carried the load."),
+    "flame.gentler-load": lambda v: (f"The load of {v['clients']} client(s) with pipeline {v['pipeline']} ended within "
+                                     f"its warm-up ({v['reason']}) although the probes passed: the server may "
+                                     "mishandle concurrent or pipelined requests. zprof profiled it under 1 client, "
+                                     "one request at a time."),
+    "flame.error-replies": lambda v: (f"{v['errors']:,} of the {v['requests']:,} requests during the recording got an "
+                                      f"error reply (the first: {v['first_error']}): the profile includes their "
+                                      "error paths."),
     "server.start-crashes": lambda v: (f"{v['server']} crashed during start-up, before it answered PING, in "
                                        f"{v['crashes']} of {v['starts']} starts ({v['how']}; see its log); zprof "
                                        "started it again each time."),
@@ -90,6 +111,23 @@ _SENTENCES: dict[str, Callable[[dict[str, Any]], str]] = {
     "bench.memory-indicative": lambda v: (f"Memory per key from {v['keys']:,} keys is indicative, not a verdict: "
                                           f"below {v['minimum']:,} keys the servers' fixed costs weigh on the figure "
                                           "per key (--keys)."),
+    "bench.config-unanswered": lambda v: ("The target never answered CONFIG GET, which redis-benchmark sends first and "
+                                          "waits for: zprof's built-in driver drove both servers with "
+                                          f"{v['clients']} client(s) and pipeline {v['pipeline']}."),
+    "bench.no-config": lambda v: ("The target does not answer CONFIG GET, which redis-benchmark asks at start-up: "
+                                  "it warns and runs on, so nothing is lost."),
+    "bench.no-dbsize": lambda v: (f"The target does not answer DBSIZE: zprof could not check that it holds the "
+                                  f"{v['keys']:,} keys it stored, so memory per key assumes it does."),
+    "workload.dropped": lambda v: (f"The server rejects {', '.join(v['commands'])} (the first: {v['first_error']}); "
+                                   "zprof left them out of the workload."),
+    "server.fixed-port": lambda v: (f"The server listens on a fixed port, {v['port']} (its start command takes no "
+                                    "{port}): zprof checked the port was free before starting it."),
+    "server.port-from-env": lambda v: (f"The server takes its port from the environment ({', '.join(v['names'])}="
+                                       f"{v['port']})."),
+    "server.binds-all": lambda v: (f"The server listens on {v['address']} (port {v['port']}), every interface, not "
+                                   "only loopback: zprof's load still goes to 127.0.0.1, but others can reach it "
+                                   "while it runs."),
+    "target.build-mode": lambda v: _build_mode(v),
     "bench.keys-lost": lambda v: (f"The {v['server']} reports {v['stored']:,} keys (DBSIZE) after {v['keys']:,} "
                                   "SETs of distinct keys, so zprof does not judge memory per key."),
 }

@@ -22,7 +22,7 @@ from zprof.model.allocs import AllocsRun, Keys, LoadInfo, MemoryGrowth
 from zprof.model.common import Note
 from zprof.progress import Reporter
 from zprof.server import HOST, Server
-from zprof.sessions.target import TargetOptions, build_target, probe_for, run_directory, server_spec
+from zprof.sessions.target import TargetOptions, build_target, probe_for, run_directory, running, server_spec
 
 LOAD_TIMEOUT_S = 600.0
 MAX_IDLE_WINDOW_S = 3.0
@@ -60,9 +60,9 @@ def measure_allocs(options: AllocsOptions, progress: Reporter) -> AllocsRun:
     with run_directory("allocs") as run_dir:
         counters = ShimCounters(create_counter_file(run_dir / "counters.shm"))
         spec = server_spec(options.target, built.binary, {ENV_VAR: str(counters.path)})
-        with Server(spec, run_dir) as server:
+        with running(spec, run_dir, notes) as server:
             probed = probe_for(server, [workload], options.clients, options.pipeline)
-            notes.extend(probed.capabilities.notes)
+            notes.extend(probed.notes)
             clients, pipeline = probed.clients, probed.pipeline
             measured = asyncio.run(_measure(server, counters, options, clients, pipeline, built.binary, progress))
         counters.close()

@@ -36,7 +36,7 @@ from zprof.collect.machine import CpuMeter, load_average, machine_info, tree_rss
 from zprof.errors import EXIT_TARGET, PartialRun, ZprofError
 from zprof.load.calibration import MAX_LENGTHENINGS, MIN_TRIAL_SECONDS, long_enough, requests_for
 from zprof.load.driver import LoadError, LoadResult, Workload, drive
-from zprof.load.probe import PROBE_TIMEOUT_S, Capabilities, dbsize, probe
+from zprof.load.probe import PROBE_TIMEOUT_S, Capabilities, dbsize, probe, rejection
 from zprof.load.pubsub import SubscribeRefused, Subscribers
 from zprof.load.redis_benchmark import (
     BenchmarkFailed,
@@ -47,6 +47,7 @@ from zprof.load.redis_benchmark import (
 )
 from zprof.load.resp import SyncClient
 from zprof.load.workloads import (
+    CONFIG_GET,
     KEY_TEMPLATE,
     MIX,
     MSET_BATCH,
@@ -72,7 +73,7 @@ from zprof.model.common import CpuUsage, Note, TargetInfo
 from zprof.procs import run_bounded
 from zprof.progress import Reporter
 from zprof.server import HOST, Server, ServerSpec, Starts, fresh_server
-from zprof.sessions.target import TargetOptions, build_target, run_directory, server_spec
+from zprof.sessions.target import TargetOptions, build_target, run_directory, server_spec, start_notes
 
 # A measured redis-benchmark run may take this many times what the warm-up's rate predicts, and at least the floor.
 DEADLINE_FACTOR = 10.0
@@ -133,6 +134,17 @@ def plan_load(capabilities: Capabilities, clients: int, pipeline: int, requests:
     if benchmark is None:
         return replace(plan, tool=DRIVER), [Note("bench.no-redis-benchmark")]
     return plan, []
+
+
+def check_config_get(port: int, plan: LoadPlan) -> tuple[LoadPlan, list[Note]]:
+    """redis-benchmark asks CONFIG GET first: an error reply it shrugs off, but it waits for an answer
+    forever, so a server that never answers gets zprof's driver."""
+    try:
+        refused = rejection(HOST, port, CONFIG_GET)
+    except ZprofError:
+        return replace(plan, tool=DRIVER), [Note("bench.config-unanswered", {"clients": plan.clients,
+                                                                            "pipeline": plan.pipeline})]
+    return plan, [Note("bench.no-config")] if refused is not None else []
 
 
 def load_limitations(plan: LoadPlan, commands: list[str]) -> list[Note]:
@@ -507,10 +519,16 @@ def _measure(sides: tuple[Side, Side], options: BenchOptions, run_dir: Path, pro
             capabilities = probe(HOST, server.port, options.clients, max(options.pipeline, 2))
             plan, notes = plan_load(capabilities, options.clients, options.pipeline, options.requests,
                                     options.warmup, options.deadline, redis_benchmark_path())
+            notes = start_notes(target.spec, server, Starts(), target.label) + notes
+            if plan.tool == BENCHMARK:
+                plan, config_notes = check_config_get(server.port, plan)
+                notes.extend(config_notes)
             measured = _Measured(plan, notes, {TARGET: None, REDIS: None}, None)
             if keys:
                 progress.status(f"Loading {keys:,} keys into {target.label}...")
                 measured.memory[TARGET] = load_keys(server, target, keys, plan, rss_empty, progress)
+                if measured.memory[TARGET].keys_stored is None:
+                    measured.notes.append(Note("bench.no-dbsize", {"keys": keys}))
         if keys:
             with redis.server() as server:
                 progress.status(f"Loading {keys:,} keys into {redis.label}...")

@@ -17,13 +17,21 @@ from zprof.builder.build import cache_root
 from zprof.collect import perf, valgrind
 from zprof.errors import EXIT_TARGET, PartialRun, ZprofError
 from zprof.load.driver import BackgroundLoad, Workload
-from zprof.load.probe import Capabilities
-from zprof.load.redis_benchmark import RedisBenchmarkLoad, redis_benchmark_path
+from zprof.load.redis_benchmark import BenchmarkFailed, RedisBenchmarkLoad, redis_benchmark_path
 from zprof.model.common import Note
 from zprof.model.flame import CALLGRIND, PERF, FlameRun
 from zprof.progress import Reporter
-from zprof.server import HOST, Server
-from zprof.sessions.target import TargetOptions, build_target, probe_for, run_directory, run_fixed, server_spec
+from zprof.server import HOST, ServerSpec
+from zprof.sessions.target import (
+    Probed,
+    TargetOptions,
+    build_target,
+    probe_for,
+    run_directory,
+    run_fixed,
+    running,
+    server_spec,
+)
 
 # A prime, so sampling does not fall into lock-step with periodic work.
 DEFAULT_FREQUENCY_HZ = 997
@@ -58,15 +66,70 @@ def record_flame(options: FlameOptions, out_dir: Path, progress: Reporter) -> Pr
         return _callgrind(options, out_dir, progress)
     perf.check_perf()
     built = build_target(options.target, progress, with_shim=options.shim)
-    error: ZprofError | None = None
     notes: list[Note] = []
-    with run_directory("flame") as run_dir, Server(server_spec(options.target, built.binary, {}), run_dir) as server:
-        probed = probe_for(server, options.workloads, options.clients, options.pipeline)
-        notes.extend(probed.capabilities.notes)
-        load = background_load(server.port, probed.clients, options.workloads, probed.pipeline, probed.capabilities)
-        load.start()
+    spec = server_spec(options.target, built.binary, {})
+    with run_directory("flame") as run_dir:
+        try:
+            recorded = _record_under_load(options, spec, run_dir, out_dir, notes, progress, gentle=False)
+        except _LoadBroke as broke:
+            # A fresh server: the one the load broke may be left in any state.
+            notes.append(Note("flame.gentler-load", {"clients": broke.clients, "pipeline": broke.pipeline,
+                                                     "reason": broke.reason}))
+            recorded = _record_under_load(options, spec, run_dir, out_dir, notes, progress, gentle=True)
+            notes = [note for index, note in enumerate(notes) if note not in notes[:index]]  # started twice
+
+    progress.status("Reading the samples...")
+    load, error = recorded.load, recorded.error
+    served = (f"zprof's driver completed {load.result.requests:,} requests in {load.result.seconds:.1f} s"
+              + (f", then {load.error}" if load.error else "") if isinstance(load, BackgroundLoad) else None)
+    profile = read_profile(recorded.recording.data, built.binary, frequency_hz=options.frequency,
+                           duration_s=options.duration, served=served)
+    summary = summarise(profile, options.top)
+    run = FlameRun(command=options.label, engine=PERF, target=built.info(options.target.start_command),
+                   load=load.description, summary=summary, files=[str(recorded.recording.data)],
+                   frequency_hz=options.frequency, call_graph=options.call_graph, duration_s=options.duration,
+                   notes=notes, complete=error is None, error=error.message if error else None)
+    if error is not None:
+        raise PartialRun(error, Profiled(run, profile))
+    return Profiled(run, profile)
+
+
+class _LoadBroke(Exception):
+    """The load ended during its warm-up although the probes passed."""
+
+    def __init__(self, reason: str, clients: int, pipeline: int) -> None:
+        super().__init__(reason)
+        self.reason, self.clients, self.pipeline = reason, clients, pipeline
+
+
+@dataclass
+class _Recorded:
+    recording: perf.Recording
+    load: BackgroundLoad | RedisBenchmarkLoad
+    error: ZprofError | None
+
+
+def _record_under_load(options: FlameOptions, spec: ServerSpec, run_dir: Path, out_dir: Path, notes: list[Note],
+                       progress: Reporter, *, gentle: bool) -> _Recorded:
+    """One server, probed, loaded and recorded. `gentle`: zprof's driver with 1 client, one request at a time;
+    otherwise _LoadBroke when the load ends in its warm-up (a garbled reply, a dropped connection)."""
+    error: ZprofError | None = None
+    with running(spec, run_dir, notes) as server:
+        probed = probe_for(server, options.workloads, options.clients, options.pipeline,
+                           explicit=options.label != "mixed")
+        if not gentle:
+            notes.extend(probed.notes)
+        load: BackgroundLoad | RedisBenchmarkLoad
+        if gentle:
+            load = BackgroundLoad(HOST, server.port, 1, probed.workloads, 1)
+            load.start()
+        else:
+            load = start_background_load(server.port, probed, notes)
         try:
             time.sleep(WARMUP_S)
+            reason = load.ended()
+            if reason is not None and not gentle and (probed.clients, probed.pipeline) != (1, 1):
+                raise _LoadBroke(reason, probed.clients, probed.pipeline)
             progress.status(f"perf record -F {options.frequency} --call-graph {options.call_graph} for "
                             f"{options.duration:g} s...")
             recording = perf.record(server.pid, options.duration, options.frequency, options.call_graph,
@@ -77,17 +140,11 @@ def record_flame(options: FlameOptions, out_dir: Path, progress: Reporter) -> Pr
             error = server.crashed("exited during the recording; the profile covers the time before it")
         elif load.error is not None:
             notes.append(Note("flame.load-stopped", {"reason": load.error}))
-
-    progress.status("Reading the samples...")
-    profile = read_profile(recording.data, built.binary, frequency_hz=options.frequency, duration_s=options.duration)
-    summary = summarise(profile, options.top)
-    run = FlameRun(command=options.label, engine=PERF, target=built.info(options.target.start_command),
-                   load=load.description, summary=summary, files=[str(recording.data)],
-                   frequency_hz=options.frequency, call_graph=options.call_graph, duration_s=options.duration,
-                   notes=notes, complete=error is None, error=error.message if error else None)
-    if error is not None:
-        raise PartialRun(error, Profiled(run, profile))
-    return Profiled(run, profile)
+        if isinstance(load, BackgroundLoad) and load.result.errors:
+            result = load.result
+            notes.append(Note("flame.error-replies", {"errors": result.errors, "requests": result.requests,
+                                                      "first_error": result.first_error}))
+    return _Recorded(recording, load, error)
 
 
 def _callgrind(options: FlameOptions, out_dir: Path, progress: Reporter) -> Profiled:
@@ -103,14 +160,14 @@ def _callgrind(options: FlameOptions, out_dir: Path, progress: Reporter) -> Prof
     notes: list[Note] = []
     with run_directory("callgrind") as run_dir:
         try:
-            with Server(spec, run_dir) as server:
+            with running(spec, run_dir, notes) as server:
                 probed = probe_for(server, options.workloads, options.clients, options.pipeline,
-                                   timeout=valgrind.PROBE_TIMEOUT_S)
-                notes.extend(probed.capabilities.notes)
+                                   timeout=valgrind.PROBE_TIMEOUT_S, explicit=options.label != "mixed")
+                notes.extend(probed.notes)
                 # Count only the measured requests, not start-up and probes.
                 valgrind.callgrind_control("-z", server.pid)
                 progress.status(f"{options.requests:,} requests under callgrind...")
-                result = run_fixed(server, options.workloads, options.requests, probed)
+                result = run_fixed(server, probed.workloads, options.requests, probed)
                 valgrind.callgrind_control("-d", server.pid)
         except ZprofError as error:
             if error.exit_code == EXIT_TARGET:  # the target failed under valgrind, not the input
@@ -129,21 +186,35 @@ def _callgrind(options: FlameOptions, out_dir: Path, progress: Reporter) -> Prof
     return Profiled(run, profile)
 
 
-def background_load(port: int, clients: int, workloads: list[Workload], pipeline: int,
-                    capabilities: Capabilities) -> BackgroundLoad | RedisBenchmarkLoad:
-    """redis-benchmark when the server can take it (it leaves the CPU to the server), else zprof's driver."""
+def start_background_load(port: int, probed: Probed, notes: list[Note]) -> BackgroundLoad | RedisBenchmarkLoad:
+    """redis-benchmark when the server can take it (it leaves the CPU to the server), else zprof's driver.
+    redis-benchmark stops at the first error reply, so a server that gives one gets zprof's driver, which
+    counts them."""
+    capabilities = probed.capabilities
     if redis_benchmark_path() and capabilities.concurrent_clients and capabilities.pipelining:
-        return RedisBenchmarkLoad(HOST, port, clients, workloads, pipeline)
-    return BackgroundLoad(HOST, port, clients, workloads, pipeline)
+        benchmark = RedisBenchmarkLoad(HOST, port, probed.clients, probed.workloads, probed.pipeline)
+        try:
+            benchmark.start()
+            return benchmark
+        except BenchmarkFailed as failure:
+            if failure.server_error is None:
+                raise _LoadBroke(str(failure), probed.clients, probed.pipeline) from failure
+            notes.append(Note("flame.driver-for-errors", {"error": failure.server_error}))
+    driver = BackgroundLoad(HOST, port, probed.clients, probed.workloads, probed.pipeline)
+    driver.start()
+    return driver
 
 
-def read_profile(data: Path, binary: Path, *, frequency_hz: int, duration_s: float) -> StackProfile:
+def read_profile(data: Path, binary: Path, *, frequency_hz: int, duration_s: float,
+                 served: str | None = None) -> StackProfile:
     """perf.data to a symbolised profile; no samples is an error, never an empty graph."""
     samples = list(parse_perf_script(perf.script(data)))
     if not samples:
         raise ZprofError(
-            "perf recorded no samples of the server: it was idle (or exited) during the recording",
-            detail="Check that the load reached it (errors, --command), or record for longer.",
+            "perf recorded no samples of the server: it was idle (or exited) during the recording"
+            + (f" ({served})" if served else ""),
+            detail="Check that the load reached it (errors, --command), or record for longer: a server that waits "
+                   "more than it computes gets few samples.",
             exit_code=EXIT_TARGET,
         )
     with Symbolizer(binary, cache_root() / "symbols") as symbolizer:

@@ -17,8 +17,15 @@ from zprof.load.driver import Workload
 from zprof.model.common import Note
 from zprof.model.memory import MassifRun, MemoryLoad
 from zprof.progress import Reporter
-from zprof.server import Server
-from zprof.sessions.target import TargetOptions, build_target, probe_for, run_directory, run_fixed, server_spec
+from zprof.sessions.target import (
+    TargetOptions,
+    build_target,
+    probe_for,
+    run_directory,
+    run_fixed,
+    running,
+    server_spec,
+)
 
 SNAPSHOTS_FILE = "massif.out"
 
@@ -50,13 +57,13 @@ def measure_massif(options: MassifOptions, out_dir: Path, progress: Reporter) ->
         spec.start_command = massif.massif_start_command(spec.start_command, run_dir / "massif.exit.out", functions)
         spec.ready_timeout = max(spec.ready_timeout, valgrind.READY_TIMEOUT_S)
         try:
-            with Server(spec, run_dir) as server:
+            with running(spec, run_dir, notes) as server:
                 probed = probe_for(server, options.workloads, options.clients, options.pipeline,
-                                   timeout=valgrind.PROBE_TIMEOUT_S)
-                notes.extend(probed.capabilities.notes)
+                                   timeout=valgrind.PROBE_TIMEOUT_S, explicit=options.label != "mixed")
+                notes.extend(probed.notes)
                 bias = process.load_bias(server.pid, built.binary)
                 progress.status(f"{options.requests:,} requests under massif...")
-                result = run_fixed(server, options.workloads, options.requests, probed)
+                result = run_fixed(server, probed.workloads, options.requests, probed)
                 massif.request_snapshots(server.pid, snapshots)
         except ZprofError as error:
             if error.exit_code == EXIT_TARGET:  # the target failed under valgrind, not the input

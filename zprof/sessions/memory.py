@@ -25,7 +25,7 @@ from zprof.model.common import Note
 from zprof.model.memory import AFTER_FLUSH, IDLE, LOAD, WARMUP, MemoryLoad, MemoryRun, Phase
 from zprof.progress import Reporter
 from zprof.server import HOST, Server
-from zprof.sessions.target import TargetOptions, build_target, probe_for, run_directory, server_spec
+from zprof.sessions.target import TargetOptions, build_target, probe_for, run_directory, running, server_spec
 
 MIN_INTERVAL_S = 0.01
 # Every sample is kept (for the picture and the JSON): a bound on memory and file size.
@@ -106,9 +106,12 @@ def measure_memory(options: MemoryOptions, progress: Reporter) -> MemoryRun:
     with run_directory("memory") as run_dir:
         counters = ShimCounters(create_counter_file(run_dir / "counters.shm"))
         spec = server_spec(options.target, built.binary, {ENV_VAR: str(counters.path)})
-        with Server(spec, run_dir) as server:
-            probed = probe_for(server, workloads, options.clients, options.pipeline)
-            notes.extend(probed.capabilities.notes)
+        with running(spec, run_dir, notes) as server:
+            probed = probe_for(server, workloads, options.clients, options.pipeline, explicit=not options.mixed)
+            notes.extend(probed.notes)
+            if len(probed.workloads) < len(workloads):
+                steps = plan_phases(probed.workloads, options.mixed, options.duration, options.interval,
+                                    options.min_trial_seconds)
             clients, pipeline = probed.clients, probed.pipeline
             _wait_until_attached(counters, server, built.binary, options.target.start_command)
             bias = process.load_bias(server.pid, built.binary)

@@ -10,23 +10,27 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from zprof.builder import shim
-from zprof.builder.build import BuildRequest, BuildResult, build, cache_root
+from zprof.builder.build import DEFAULT_OPTIMIZE, BuildRequest, BuildResult, build, cache_root
 from zprof.builder.project import ZigProject, load_project
 from zprof.builder.toolchain import find_zig
+from zprof.config import ProjectConfig
 from zprof.errors import EXIT_TARGET, ZprofError
 from zprof.load.driver import LoadError, LoadResult, Workload, run_requests
-from zprof.load.probe import PROBE_TIMEOUT_S, Capabilities, check_command, probe
-from zprof.model.common import TargetInfo
+from zprof.load.probe import PROBE_TIMEOUT_S, Capabilities, check_command, probe, rejection
+from zprof.model.common import Note, TargetInfo
 from zprof.progress import Reporter
-from zprof.server import HOST, Server, ServerSpec
+from zprof.server import HOST, Server, ServerSpec, Starts, fresh_server
 
 
 @dataclass(frozen=True)
 class TargetOptions:
+    """Which project, how to build it, and how to start its server: the flags, with the
+    project's `zprof.toml` filling in what the flags left at their defaults."""
+
     project: str
     zig: str | None
     exe: str | None
@@ -34,6 +38,10 @@ class TargetOptions:
     start_command: str
     port: int | None
     ready_timeout: float
+    build_args: tuple[str, ...] = ()
+    optimize: str | None = None  # None: ReleaseFast where the project has the option
+    env: tuple[str, ...] = ()  # KEY=VALUE, {port} and {binary} filled in
+    config: ProjectConfig = field(default_factory=ProjectConfig)
 
 
 @dataclass(frozen=True)
@@ -48,8 +56,9 @@ class Built:
     def info(self, start_command: str | None = None) -> TargetInfo:
         return TargetInfo(name=self.project.name, binary=str(self.result.binary), project=str(self.project.root),
                           zig_version=self.result.zig_version, optimize=self.result.optimize,
-                          build_cached=self.result.cached, build_seconds=round(self.result.seconds, 2),
-                          start_command=start_command, build_warnings=self.result.warnings)
+                          optimize_source=self.result.optimize_source, build_cached=self.result.cached,
+                          build_seconds=round(self.result.seconds, 2), start_command=start_command,
+                          build_args=list(self.result.build_args), build_warnings=self.result.warnings)
 
 
 def build_target(options: TargetOptions, progress: Reporter, *, with_shim: bool, shim_variant: str = shim.COUNTING,
@@ -57,21 +66,40 @@ def build_target(options: TargetOptions, progress: Reporter, *, with_shim: bool,
     project = load_project(options.project)
     zig = find_zig(options.zig)
     request = BuildRequest(project=project, zig=zig, with_shim=with_shim, shim_variant=shim_variant, exe=options.exe,
-                           extra_args=extra_args)
+                           extra_args=(*options.build_args, *extra_args),
+                           optimize=options.optimize or DEFAULT_OPTIMIZE, optimize_asked=options.optimize is not None)
     shim_name = f" and the zprof shim ({shim_variant})" if with_shim else ""
     progress.status(f"Building {project.name} with Zig {zig.version}{shim_name}...")
     return Built(project, build(request))
 
 
 def server_spec(options: TargetOptions, binary: Path, env: dict[str, str]) -> ServerSpec:
-    if "{binary}" not in options.start_command or "{port}" not in options.start_command:
-        raise ZprofError("--start-command must contain {binary} and {port}")
+    """How to start the server: the start command, its arguments and environment, on which port."""
+    if "{binary}" not in options.start_command:
+        raise ZprofError("--start-command must contain {binary}, the server zprof built")
+    user_env = dict(parse_env(options.env))
+    takes_port = "{port}" in options.start_command or any("{port}" in value for value in user_env.values())
+    if not takes_port and options.port is None:
+        raise ZprofError(
+            "the start command gives the server no port ({port} is in neither --start-command nor --env)",
+            detail="For a server that listens on a fixed port, pass that port: --port N (or run zprof init).")
     try:
         extra = shlex.split(options.server_args)
     except ValueError as error:
         raise ZprofError(f"cannot parse --server-args: {error}") from error
-    return ServerSpec(binary=binary, start_command=options.start_command, extra_args=extra, env=env,
-                      port=options.port, ready_timeout=options.ready_timeout)
+    return ServerSpec(binary=binary, start_command=options.start_command, extra_args=extra,
+                      env={**user_env, **env}, port=options.port, ready_timeout=options.ready_timeout)
+
+
+def parse_env(pairs: tuple[str, ...]) -> list[tuple[str, str]]:
+    """KEY=VALUE pairs (--env), in order; a pair without "=" or with an empty name is bad input."""
+    parsed = []
+    for pair in pairs:
+        name, equals, value = pair.partition("=")
+        if not equals or not name or not name.replace("_", "").isalnum():
+            raise ZprofError(f"--env {pair!r}: expected NAME=VALUE")
+        parsed.append((name, value))
+    return parsed
 
 
 @contextmanager
@@ -88,21 +116,64 @@ def run_directory(kind: str) -> Iterator[Path]:
 
 @dataclass(frozen=True)
 class Probed:
-    """What the probes found, and the clients and pipeline the load adapts to."""
+    """What the probes found: the clients and pipeline the load adapts to, the workloads the
+    server takes, and notes on what was adapted or dropped."""
 
     capabilities: Capabilities
     clients: int
     pipeline: int
+    workloads: list[Workload]
+    notes: list[Note]
 
 
 def probe_for(server: Server, workloads: list[Workload], clients: int, pipeline: int,
-              timeout: float = PROBE_TIMEOUT_S) -> Probed:
-    """Probes the server before any load, and sends each workload's request once: one the server
-    answers with an error is bad input, not a measurement."""
+              timeout: float = PROBE_TIMEOUT_S, *, explicit: bool = True) -> Probed:
+    """Probes the server before any load, and sends each workload's request once. A request the
+    server answers with an error is bad input when the user named the command (`explicit`);
+    in a mixed workload the command is dropped with a note, and only an empty workload fails."""
     capabilities = probe(HOST, server.port, clients, pipeline, timeout=timeout)
-    for workload in workloads:
-        check_command(HOST, server.port, workload, timeout=timeout)
-    return Probed(capabilities, *capabilities.adapt(clients, pipeline))
+    if explicit:
+        for workload in workloads:
+            check_command(HOST, server.port, workload, timeout=timeout)
+        kept, rejected = workloads, {}
+    else:
+        refusals = {workload.command: rejection(HOST, server.port, workload, timeout) for workload in workloads}
+        kept = [workload for workload in workloads if refusals[workload.command] is None]
+        rejected = {command: error for command, error in refusals.items() if error is not None}
+        if not kept:
+            first = next(iter(rejected.items()))
+            raise ZprofError(f"the server rejected every command of the workload ({', '.join(rejected)})",
+                             detail=f"{first[0]}: {first[1]}")
+    notes = list(capabilities.notes)
+    if rejected:
+        notes.append(Note("workload.dropped", {"commands": list(rejected), "first_error": next(iter(
+            rejected.values()))}))
+    return Probed(capabilities, *capabilities.adapt(clients, pipeline), kept, notes)
+
+
+@contextmanager
+def running(spec: ServerSpec, run_dir: Path, notes: list[Note], label: str = "the server") -> Iterator[Server]:
+    """The server, started (again, after a crash at start-up, up to START_ATTEMPTS times), with
+    notes on what it took to start it and where it listens."""
+    starts = Starts()
+    with fresh_server(spec, run_dir, starts, label) as server:
+        notes.extend(start_notes(spec, server, starts, label))
+        yield server
+
+
+def start_notes(spec: ServerSpec, server: Server, starts: Starts, label: str) -> list[Note]:
+    notes = []
+    if starts.crashes:
+        notes.append(Note("server.start-crashes", {"server": label, "crashes": starts.crashes,
+                                                    "starts": starts.starts, "how": starts.last_crash}))
+    port_vars = [name for name, value in spec.env.items() if "{port}" in value]
+    if port_vars:
+        notes.append(Note("server.port-from-env", {"names": port_vars, "port": server.port}))
+    elif "{port}" not in spec.start_command:
+        notes.append(Note("server.fixed-port", {"port": server.port}))
+    if (address := server.binds_beyond_loopback()) is not None:
+        notes.append(Note("server.binds-all", {"address": address, "port": server.port}))
+    return notes
 
 
 def run_fixed(server: Server, workloads: list[Workload], requests: int, probed: Probed) -> LoadResult:

@@ -85,26 +85,27 @@ const implemented = [_]Command{
 /// table holds all of them (Redis has some 240), which is what makes a linear
 /// scan of it expensive: see the `linear-lookup` defect.
 const not_implemented_names = [_][]const u8{
-    "APPEND", "AUTH", "BGREWRITEAOF", "BGSAVE", "BITCOUNT", "BITFIELD", "BITOP", "BITPOS", "BLMOVE",
-    "BLMPOP", "BLPOP", "BRPOP", "BRPOPLPUSH", "BZMPOP", "BZPOPMAX", "BZPOPMIN", "CLIENT", "CLUSTER", "COPY",
-    "DECR", "DECRBY", "DISCARD", "DUMP", "EVAL", "EVALSHA", "EXEC", "EXPIRE", "EXPIREAT", "EXPIRETIME",
-    "FAILOVER", "FCALL", "FLUSHDB", "FUNCTION", "GEOADD", "GEODIST", "GEOHASH", "GEOPOS", "GEORADIUS",
-    "GEOSEARCH", "GETBIT", "GETDEL", "GETEX", "GETRANGE", "GETSET", "HELLO", "HEXISTS", "HGETALL", "HINCRBY",
-    "HINCRBYFLOAT", "HKEYS", "HLEN", "HMGET", "HMSET", "HRANDFIELD", "HSCAN", "HSETNX", "HSTRLEN", "HVALS",
-    "INCRBY", "INCRBYFLOAT", "INFO", "KEYS", "LASTSAVE", "LATENCY", "LCS", "LINDEX", "LINSERT", "LLEN",
-    "LMOVE", "LMPOP", "LOLWUT", "LPOS", "LPUSHX", "LREM", "LSET", "LTRIM", "MEMORY", "MIGRATE", "MODULE",
-    "MONITOR", "MOVE", "MSETNX", "MULTI", "OBJECT", "PERSIST", "PEXPIRE", "PEXPIREAT", "PEXPIRETIME",
-    "PFADD", "PFCOUNT", "PFMERGE", "PSETEX", "PSUBSCRIBE", "PTTL", "PUBLISH", "PUBSUB", "PUNSUBSCRIBE",
-    "QUIT", "RANDOMKEY", "READONLY", "READWRITE", "RENAME", "RENAMENX", "REPLICAOF", "RESET", "RESTORE",
-    "ROLE", "RPOPLPUSH", "RPUSHX", "SAVE", "SCAN", "SCARD", "SCRIPT", "SDIFF", "SDIFFSTORE", "SELECT",
-    "SETBIT", "SETEX", "SETNX", "SETRANGE", "SINTER", "SINTERCARD", "SINTERSTORE", "SISMEMBER", "SLOWLOG",
-    "SMISMEMBER", "SMOVE", "SORT", "SPOP", "SRANDMEMBER", "SSCAN", "STRLEN", "SUBSCRIBE", "SUNION",
-    "SUNIONSTORE", "SWAPDB", "SYNC", "TIME", "TOUCH", "TTL", "TYPE", "UNLINK", "UNSUBSCRIBE", "UNWATCH",
-    "WAIT", "WATCH", "XACK", "XADD", "XCLAIM", "XDEL", "XGROUP", "XINFO", "XLEN", "XPENDING", "XRANGE",
-    "XREAD", "XREADGROUP", "XREVRANGE", "XTRIM", "ZCARD", "ZCOUNT", "ZDIFF", "ZINCRBY", "ZINTER",
-    "ZLEXCOUNT", "ZMPOP", "ZMSCORE", "ZPOPMAX", "ZPOPMIN", "ZRANDMEMBER", "ZRANGEBYLEX", "ZRANGEBYSCORE",
-    "ZRANGESTORE", "ZRANK", "ZREM", "ZREMRANGEBYRANK", "ZREMRANGEBYSCORE", "ZREVRANGE", "ZREVRANK", "ZSCAN",
-    "ZSCORE", "ZUNION", "ZUNIONSTORE",
+    "APPEND",        "AUTH",        "BGREWRITEAOF", "BGSAVE",       "BITCOUNT",        "BITFIELD",         "BITOP",        "BITPOS",      "BLMOVE",
+    "BLMPOP",        "BLPOP",       "BRPOP",        "BRPOPLPUSH",   "BZMPOP",          "BZPOPMAX",         "BZPOPMIN",     "CLIENT",      "CLUSTER",
+    "COPY",          "DECR",        "DECRBY",       "DISCARD",      "DUMP",            "EVAL",             "EVALSHA",      "EXEC",        "EXPIRE",
+    "EXPIREAT",      "EXPIRETIME",  "FAILOVER",     "FCALL",        "FLUSHDB",         "FUNCTION",         "GEOADD",       "GEODIST",     "GEOHASH",
+    "GEOPOS",        "GEORADIUS",   "GEOSEARCH",    "GETBIT",       "GETDEL",          "GETEX",            "GETRANGE",     "GETSET",      "HELLO",
+    "HEXISTS",       "HGETALL",     "HINCRBY",      "HINCRBYFLOAT", "HKEYS",           "HLEN",             "HMGET",        "HMSET",       "HRANDFIELD",
+    "HSCAN",         "HSETNX",      "HSTRLEN",      "HVALS",        "INCRBY",          "INCRBYFLOAT",      "INFO",         "KEYS",        "LASTSAVE",
+    "LATENCY",       "LCS",         "LINDEX",       "LINSERT",      "LLEN",            "LMOVE",            "LMPOP",        "LOLWUT",      "LPOS",
+    "LPUSHX",        "LREM",        "LSET",         "LTRIM",        "MEMORY",          "MIGRATE",          "MODULE",       "MONITOR",     "MOVE",
+    "MSETNX",        "MULTI",       "OBJECT",       "PERSIST",      "PEXPIRE",         "PEXPIREAT",        "PEXPIRETIME",  "PFADD",       "PFCOUNT",
+    "PFMERGE",       "PSETEX",      "PSUBSCRIBE",   "PTTL",         "PUBLISH",         "PUBSUB",           "PUNSUBSCRIBE", "QUIT",        "RANDOMKEY",
+    "READONLY",      "READWRITE",   "RENAME",       "RENAMENX",     "REPLICAOF",       "RESET",            "RESTORE",      "ROLE",        "RPOPLPUSH",
+    "RPUSHX",        "SAVE",        "SCAN",         "SCARD",        "SCRIPT",          "SDIFF",            "SDIFFSTORE",   "SELECT",      "SETBIT",
+    "SETEX",         "SETNX",       "SETRANGE",     "SINTER",       "SINTERCARD",      "SINTERSTORE",      "SISMEMBER",    "SLOWLOG",     "SMISMEMBER",
+    "SMOVE",         "SORT",        "SPOP",         "SRANDMEMBER",  "SSCAN",           "STRLEN",           "SUBSCRIBE",    "SUNION",      "SUNIONSTORE",
+    "SWAPDB",        "SYNC",        "TIME",         "TOUCH",        "TTL",             "TYPE",             "UNLINK",       "UNSUBSCRIBE", "UNWATCH",
+    "WAIT",          "WATCH",       "XACK",         "XADD",         "XCLAIM",          "XDEL",             "XGROUP",       "XINFO",       "XLEN",
+    "XPENDING",      "XRANGE",      "XREAD",        "XREADGROUP",   "XREVRANGE",       "XTRIM",            "ZCARD",        "ZCOUNT",      "ZDIFF",
+    "ZINCRBY",       "ZINTER",      "ZLEXCOUNT",    "ZMPOP",        "ZMSCORE",         "ZPOPMAX",          "ZPOPMIN",      "ZRANDMEMBER", "ZRANGEBYLEX",
+    "ZRANGEBYSCORE", "ZRANGESTORE", "ZRANK",        "ZREM",         "ZREMRANGEBYRANK", "ZREMRANGEBYSCORE", "ZREVRANGE",    "ZREVRANK",    "ZSCAN",
+    "ZSCORE",        "ZUNION",      "ZUNIONSTORE",
 };
 
 /// Every command name minikv knows, in alphabetical order as in Redis'
@@ -136,12 +137,24 @@ const by_name: std.StaticStringMap(*const Command) = .initComptime(kvs: {
     break :kvs kvs;
 });
 
+/// Commands a `-Dbasic-commands` build answers: a server that implements a handful.
+const basic_names = [_][]const u8{ "PING", "SET", "GET", "DEL", "SHUTDOWN" };
+
 /// Finds a command by name, case-insensitively.
 pub fn lookup(name: []const u8, linear_lookup: bool) ?*const Command {
-    if (linear_lookup) return defects.findCommandLinear(&table, name);
-    var upper: [max_name_len]u8 = undefined;
-    if (name.len > upper.len) return null;
-    return by_name.get(std.ascii.upperString(&upper, name));
+    const found = if (linear_lookup) defects.findCommandLinear(&table, name) else found: {
+        var upper: [max_name_len]u8 = undefined;
+        if (name.len > upper.len) return null;
+        break :found by_name.get(std.ascii.upperString(&upper, name));
+    };
+    const cmd = found orelse return null;
+    if (@import("shape").basic_commands) {
+        for (basic_names) |basic| {
+            if (std.mem.eql(u8, cmd.name, basic)) return cmd;
+        }
+        return null;
+    }
+    return cmd;
 }
 
 /// Runs one request and appends its reply to `ctx.out`. Only failures to

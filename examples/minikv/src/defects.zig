@@ -8,6 +8,7 @@ const std = @import("std");
 const Allocator = std.mem.Allocator;
 const Writer = std.Io.Writer;
 const Command = @import("commands.zig").Command;
+const flags = @import("flags.zig");
 
 pub const Defect = enum {
     alloc_reply,
@@ -20,30 +21,12 @@ pub const Defect = enum {
 
     /// The spelling used on the command line, e.g. "alloc-reply".
     pub fn flagName(defect: Defect) []const u8 {
-        return switch (defect) {
-            inline else => |tag| comptime dashed(@tagName(tag)),
-        };
+        return flags.name(Defect, defect);
     }
 
     /// Parses a command-line spelling; null if no defect has that name.
     pub fn fromFlagName(name: []const u8) ?Defect {
-        return by_flag_name.get(name);
-    }
-
-    const by_flag_name: std.StaticStringMap(Defect) = .initComptime(kvs: {
-        const fields = @typeInfo(Defect).@"enum".fields;
-        var kvs: [fields.len]struct { []const u8, Defect } = undefined;
-        for (&kvs, fields) |*kv, field| kv.* = .{ dashed(field.name), @field(Defect, field.name) };
-        break :kvs kvs;
-    });
-
-    fn dashed(comptime name: []const u8) []const u8 {
-        comptime {
-            var buffer: [name.len]u8 = name[0..name.len].*;
-            std.mem.replaceScalar(u8, &buffer, '_', '-');
-            const result = buffer;
-            return &result;
-        }
+        return flags.parse(Defect, name);
     }
 };
 

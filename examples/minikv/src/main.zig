@@ -1,12 +1,15 @@
 //! minikv: a small Redis-compatible (RESP2) server, the sample target for
 //! zprof. It serves on 127.0.0.1 only.
 //!
-//!     minikv [--port N] [--scratch arena|fba|stack-fallback] [--defect NAME]...
+//!     minikv [--port N] [--scratch arena|fba|stack-fallback] [--defect NAME]... [--fault NAME]...
 
 const std = @import("std");
 const posix = std.posix;
+const shape = @import("shape");
 
 const defects = @import("defects.zig");
+const faults = @import("faults.zig");
+const flags = @import("flags.zig");
 const Server = @import("server.zig").Server;
 const Scratch = @import("server.zig").Scratch;
 
@@ -18,9 +21,10 @@ const Options = struct {
     port: u16 = default_port,
     scratch: Scratch = .arena,
     defects: defects.Set = .initEmpty(),
+    faults: faults.Set = .initEmpty(),
 };
 
-const OptionsError = error{ UnknownFlag, MissingValue, InvalidPort, UnknownDefect, UnknownScratch, HelpRequested };
+const OptionsError = error{ UnknownFlag, MissingValue, InvalidPort, UnknownDefect, UnknownFault, UnknownScratch, HelpRequested };
 
 /// Parses the arguments after the program name. On error, `bad_arg` is the
 /// argument to blame in the message.
@@ -32,15 +36,9 @@ fn parseOptions(args: []const [:0]const u8, bad_arg: *[]const u8) OptionsError!O
         bad_arg.* = flag;
         if (std.mem.eql(u8, flag, "--help") or std.mem.eql(u8, flag, "-h")) return error.HelpRequested;
 
-        const Flag = enum { port, scratch, defect };
-        const which: Flag = if (std.mem.eql(u8, flag, "--port"))
-            .port
-        else if (std.mem.eql(u8, flag, "--scratch"))
-            .scratch
-        else if (std.mem.eql(u8, flag, "--defect"))
-            .defect
-        else
-            return error.UnknownFlag;
+        const Flag = enum { port, scratch, defect, fault };
+        if (!std.mem.startsWith(u8, flag, "--")) return error.UnknownFlag;
+        const which = flags.parse(Flag, flag[2..]) orelse return error.UnknownFlag;
         i += 1;
         if (i == args.len) return error.MissingValue;
         const value = args[i];
@@ -50,29 +48,41 @@ fn parseOptions(args: []const [:0]const u8, bad_arg: *[]const u8) OptionsError!O
             .port => options.port = std.fmt.parseInt(u16, value, 10) catch return error.InvalidPort,
             .scratch => options.scratch = Scratch.fromFlagName(value) orelse return error.UnknownScratch,
             .defect => options.defects.insert(defects.Defect.fromFlagName(value) orelse return error.UnknownDefect),
+            .fault => options.faults.insert(faults.Fault.fromFlagName(value) orelse return error.UnknownFault),
         }
     }
     return options;
 }
 
-const usage = "usage: minikv [--port N] [--scratch arena|fba|stack-fallback] [--defect NAME]...";
+const usage = "usage: minikv [--port N] [--scratch arena|fba|stack-fallback] [--defect NAME]... [--fault NAME]...";
 
 /// Reports a bad command line on one line of stderr and exits with status 2.
 fn exitUsageError(err: OptionsError, bad_arg: []const u8) noreturn {
     switch (err) {
         error.HelpRequested => {
             std.debug.print("{s}\ndefects:", .{usage});
-            for (std.enums.values(defects.Defect)) |defect| std.debug.print(" {s}", .{defect.flagName()});
+            flags.printAll(defects.Defect);
+            std.debug.print("\nfaults:", .{});
+            flags.printAll(faults.Fault);
             std.debug.print("\n", .{});
             std.process.exit(0);
         },
         error.UnknownFlag => std.debug.print("minikv: unknown flag '{s}' ({s})\n", .{ bad_arg, usage }),
         error.MissingValue => std.debug.print("minikv: {s} needs a value ({s})\n", .{ bad_arg, usage }),
         error.InvalidPort => std.debug.print("minikv: invalid port '{s}' (expected 0-65535)\n", .{bad_arg}),
-        error.UnknownScratch => std.debug.print("minikv: unknown scratch '{s}' (known: arena fba stack-fallback)\n", .{bad_arg}),
+        error.UnknownScratch => {
+            std.debug.print("minikv: unknown scratch '{s}' (known:", .{bad_arg});
+            flags.printAll(Scratch);
+            std.debug.print(")\n", .{});
+        },
         error.UnknownDefect => {
             std.debug.print("minikv: unknown defect '{s}' (known:", .{bad_arg});
-            for (std.enums.values(defects.Defect)) |defect| std.debug.print(" {s}", .{defect.flagName()});
+            flags.printAll(defects.Defect);
+            std.debug.print(")\n", .{});
+        },
+        error.UnknownFault => {
+            std.debug.print("minikv: unknown fault '{s}' (known:", .{bad_arg});
+            flags.printAll(faults.Fault);
             std.debug.print(")\n", .{});
         },
     }
@@ -98,6 +108,21 @@ fn listen(port: u16) !std.net.Server {
     return .{ .listen_address = bound, .stream = .{ .handle = fd } };
 }
 
+/// The port to listen on: --port's, unless the build fixed one (-Dfixed-port)
+/// or names an environment variable that holds it (-Dport-env).
+fn listenPort(requested: u16) u16 {
+    if (shape.fixed_port != 0) return shape.fixed_port;
+    if (shape.port_env.len == 0) return requested;
+    const text = std.posix.getenv(shape.port_env) orelse {
+        std.debug.print("minikv: {s} is not set; this build takes its port from it\n", .{shape.port_env});
+        std.process.exit(2);
+    };
+    return std.fmt.parseInt(u16, text, 10) catch {
+        std.debug.print("minikv: {s}={s} is not a port\n", .{ shape.port_env, text });
+        std.process.exit(2);
+    };
+}
+
 pub fn main() void {
     // Keyspace data and per-connection buffers all come from this allocator.
     // (std.heap.GeneralPurposeAllocator is a deprecated alias for this type.)
@@ -116,15 +141,16 @@ pub fn main() void {
         break :options parseOptions(argv[1..], &bad_arg) catch |err| exitUsageError(err, bad_arg);
     };
 
-    var listener = listen(options.port) catch |err| {
+    const port = listenPort(options.port);
+    var listener = listen(port) catch |err| {
         switch (err) {
-            error.AddressInUse => std.debug.print("minikv: cannot listen on 127.0.0.1:{d}: port already in use\n", .{options.port}),
-            else => std.debug.print("minikv: cannot listen on 127.0.0.1:{d}: {s}\n", .{ options.port, @errorName(err) }),
+            error.AddressInUse => std.debug.print("minikv: cannot listen on 127.0.0.1:{d}: port already in use\n", .{port}),
+            else => std.debug.print("minikv: cannot listen on 127.0.0.1:{d}: {s}\n", .{ port, @errorName(err) }),
         }
         std.process.exit(1);
     };
 
-    var server: Server = .init(gpa, options.defects, options.scratch);
+    var server: Server = .init(gpa, options.defects, options.faults, options.scratch);
     std.debug.print("minikv listening on 127.0.0.1:{d}\n", .{listener.listen_address.getPort()});
     server.acceptLoop(&listener);
 }
@@ -134,12 +160,14 @@ test {
     _ = @import("keyspace.zig");
     _ = @import("commands.zig");
     _ = @import("defects.zig");
+    _ = @import("faults.zig");
+    _ = @import("flags.zig");
     _ = @import("server.zig");
 }
 
 const testing = std.testing;
 
-test "options: defaults, port, repeated defects" {
+test "options: defaults, port, repeated defects and faults" {
     var bad_arg: []const u8 = "";
     const defaults = try parseOptions(&.{}, &bad_arg);
     try testing.expectEqual(default_port, defaults.port);
@@ -151,6 +179,10 @@ test "options: defaults, port, repeated defects" {
     try testing.expect(options.defects.contains(.leak));
     try testing.expect(options.defects.contains(.hot_loop));
     try testing.expectEqual(2, options.defects.count());
+    try testing.expectEqual(0, options.faults.count());
+
+    const faulty = try parseOptions(&.{ "--fault", "garble-under-load", "--fault", "sporadic-errors" }, &bad_arg);
+    try testing.expectEqual(2, faulty.faults.count());
 }
 
 test "options: errors name the offending argument" {
@@ -164,4 +196,6 @@ test "options: errors name the offending argument" {
     try testing.expectError(error.InvalidPort, parseOptions(&.{ "--port", "-1" }, &bad_arg));
     try testing.expectError(error.UnknownScratch, parseOptions(&.{ "--scratch", "pool" }, &bad_arg));
     try testing.expectEqualStrings("pool", bad_arg);
+    try testing.expectError(error.UnknownFault, parseOptions(&.{ "--fault", "garble" }, &bad_arg));
+    try testing.expectError(error.UnknownFlag, parseOptions(&.{"-port"}, &bad_arg));
 }

@@ -10,6 +10,8 @@ const Allocator = std.mem.Allocator;
 
 const commands = @import("commands.zig");
 const defects = @import("defects.zig");
+const faults = @import("faults.zig");
+const flags = @import("flags.zig");
 const resp = @import("resp.zig");
 const Keyspace = @import("keyspace.zig").Keyspace;
 
@@ -50,32 +52,33 @@ pub const Scratch = enum {
 
     /// The spelling used on the command line, e.g. "stack-fallback".
     pub fn flagName(scratch: Scratch) []const u8 {
-        return switch (scratch) {
-            .arena => "arena",
-            .fba => "fba",
-            .stack_fallback => "stack-fallback",
-        };
+        return flags.name(Scratch, scratch);
     }
 
     pub fn fromFlagName(name: []const u8) ?Scratch {
-        for (std.enums.values(Scratch)) |scratch| {
-            if (std.mem.eql(u8, scratch.flagName(), name)) return scratch;
-        }
-        return null;
+        return flags.parse(Scratch, name);
     }
 };
 
 pub const Server = struct {
     gpa: Allocator,
     defects: defects.Set,
+    faults: faults.Set,
     scratch: Scratch,
+    traffic: faults.Traffic = .{},
     /// Guards `keyspace` and `audit_log`; held for the duration of each command.
     keyspace_lock: std.Thread.Mutex = .{},
     keyspace: Keyspace,
     audit_log: defects.AuditLog = .{},
 
-    pub fn init(gpa: Allocator, enabled_defects: defects.Set, scratch: Scratch) Server {
-        return .{ .gpa = gpa, .defects = enabled_defects, .scratch = scratch, .keyspace = .init(gpa) };
+    pub fn init(gpa: Allocator, enabled_defects: defects.Set, enabled_faults: faults.Set, scratch: Scratch) Server {
+        return .{
+            .gpa = gpa,
+            .defects = enabled_defects,
+            .faults = enabled_faults,
+            .scratch = scratch,
+            .keyspace = .init(gpa),
+        };
     }
 
     /// Accepts clients forever, serving each on its own detached thread.
@@ -118,6 +121,8 @@ pub const Server = struct {
 /// Thread entry point: owns `stream` and closes it when the client goes away.
 fn runConnection(server: *Server, stream: std.net.Stream) void {
     defer stream.close();
+    _ = server.traffic.clients.fetchAdd(1, .monotonic);
+    defer _ = server.traffic.clients.fetchSub(1, .monotonic);
     var connection: Connection = Connection.init(server, stream) catch |err| {
         log.warn("cannot set up a new client: {s}", .{@errorName(err)});
         return;
@@ -227,6 +232,10 @@ const Connection = struct {
             const request = parsed orelse break; // the rest has not arrived yet
             consumed += request.len;
             if (request.args.len == 0) continue;
+            if (server.traffic.countRequest(server.faults)) {
+                try conn.output.writer.writeAll(faults.sporadic_error_reply);
+                continue;
+            }
 
             var ctx: commands.Context = .{
                 .keyspace = &server.keyspace,
@@ -271,6 +280,9 @@ const Connection = struct {
         if (pending.len == 0) return;
         // Unbuffered: `output` already is the buffer.
         var socket_writer = conn.stream.writer(&.{});
+        if (conn.server.traffic.garbles(conn.server.faults)) {
+            socket_writer.interface.writeAll(faults.garble_byte) catch return socket_writer.err orelse error.WriteFailed;
+        }
         socket_writer.interface.writeAll(pending) catch return socket_writer.err orelse error.WriteFailed;
         conn.output.clearRetainingCapacity();
         if (conn.output.writer.buffer.len > max_retained_capacity) {

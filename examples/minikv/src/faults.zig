@@ -1,0 +1,69 @@
+//! Planted faults, each off by default and switched on with `--fault NAME`:
+//! a server that passes zprof's short probes and then misbehaves under load.
+//! They are the ground truth for how zprof meets a broken target, as the
+//! defects are for what it measures.
+
+const std = @import("std");
+const flags = @import("flags.zig");
+
+pub const Fault = enum {
+    /// Once the server has executed `garble_after` requests, every batch of
+    /// replies it sends while two or more clients are connected starts with
+    /// a stray byte that is not RESP, as a server whose threads share one
+    /// writer would send. One client at a time is served correctly.
+    garble_under_load,
+    /// Every `sporadic_error_interval`th request, counted over all clients,
+    /// gets `sporadic_error_reply` instead of running.
+    sporadic_errors,
+
+    pub fn flagName(fault: Fault) []const u8 {
+        return flags.name(Fault, fault);
+    }
+
+    pub fn fromFlagName(text: []const u8) ?Fault {
+        return flags.parse(Fault, text);
+    }
+};
+
+pub const Set = std.EnumSet(Fault);
+
+/// More than zprof's probes send, far less than a second of load.
+pub const garble_after = 1000;
+pub const garble_byte = "w";
+pub const sporadic_error_interval = 200;
+pub const sporadic_error_reply = "-ERR planted sporadic error\r\n";
+
+/// What the faults depend on, shared by every client's thread.
+pub const Traffic = struct {
+    /// Requests executed, over all clients.
+    requests: std.atomic.Value(u64) = .init(0),
+    /// Clients connected now.
+    clients: std.atomic.Value(u32) = .init(0),
+
+    /// Counts one request; true when `sporadic-errors` makes it fail.
+    pub fn countRequest(traffic: *Traffic, faults: Set) bool {
+        const executed = traffic.requests.fetchAdd(1, .monotonic) + 1;
+        return faults.contains(.sporadic_errors) and executed % sporadic_error_interval == 0;
+    }
+
+    /// Whether `garble-under-load` garbles the batch about to be sent.
+    pub fn garbles(traffic: *const Traffic, faults: Set) bool {
+        return faults.contains(.garble_under_load) and
+            traffic.requests.load(.monotonic) >= garble_after and
+            traffic.clients.load(.monotonic) >= 2;
+    }
+};
+
+test "sporadic errors come every interval, garbling only with company after the threshold" {
+    var traffic: Traffic = .{};
+    const both: Set = .initFull();
+    var failed: usize = 0;
+    for (0..garble_after) |_| failed += @intFromBool(traffic.countRequest(both));
+    try std.testing.expectEqual(garble_after / sporadic_error_interval, failed);
+    try std.testing.expect(!traffic.garbles(both));
+    _ = traffic.clients.fetchAdd(2, .monotonic);
+    try std.testing.expect(traffic.garbles(both));
+    try std.testing.expect(!traffic.garbles(.initEmpty()));
+    var quiet: Traffic = .{};
+    try std.testing.expect(!quiet.countRequest(.initEmpty()));
+}

@@ -1,0 +1,189 @@
+"""`zprof init`: what it takes to build, start and drive a project's server, found by trying.
+
+The project is built as the other commands build it; then zprof finds how the server
+takes its port (a `--port` flag, or a fixed port it listens on), probes concurrency and
+pipelining, and sends one request of each command of Redis' tiers 1-3, and of the
+commands zprof itself relies on, to see which the server answers.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from zprof.builder.build import REQUESTED
+from zprof.errors import ZprofError
+from zprof.load.driver import Workload
+from zprof.load.probe import PROBE_TIMEOUT_S, probe
+from zprof.load.resp import ErrorReply, SyncClient
+from zprof.load.workloads import CONFIG_GET, MIX, TEMPLATES, TIERS, bench_workload
+from zprof.progress import Reporter
+from zprof.server import HOST, Server, ServerSpec, Starts, free_port, fresh_server
+from zprof.sessions.target import Built, TargetOptions, build_target, run_directory, server_spec
+
+# What zprof's commands send besides the workload, and what each is for.
+ZPROF_RELIES_ON = {"FLUSHALL": "memory's give-back phase", "DBSIZE": "new keys, and bench's key check",
+                   "CONFIG GET": "redis-benchmark's start-up", "INFO": "nothing yet"}
+# How long a server that ignored --port may take to open its own port.
+LISTEN_WAIT_S = 3.0
+
+
+@dataclass
+class Found:
+    """What `zprof init` found about a project's server."""
+
+    built: Built
+    start_command: str
+    port: int | None  # a fixed port, or None when zprof chooses one
+    env: dict[str, str]
+    how: str  # how zprof found the start: "given", "port flag", "fixed port"
+    concurrent_clients: bool
+    pipelining: bool
+    binds: str | None
+    answers: list[str] = field(default_factory=list)  # tier 1-3 commands that worked
+    rejects: dict[str, str] = field(default_factory=dict)  # command: the first error
+    relied_on: dict[str, bool] = field(default_factory=dict)  # FLUSHALL, DBSIZE...: answered
+    start_crashes: int = 0
+
+
+def discover(options: TargetOptions, start_given: bool, progress: Reporter) -> Found:
+    built = build_target(options, progress, with_shim=False)
+    with run_directory("init") as run_dir:
+        progress.status("Finding how the server starts...")
+        spec, how = _start(options, start_given, built, run_dir)
+        starts = Starts()
+        progress.status("Probing the server...")
+        with fresh_server(spec, run_dir, starts) as server:
+            capabilities = probe(HOST, server.port, 4, 16)
+            binds = server.binds_beyond_loopback()
+            progress.status("Asking the server each command...")
+            answers, rejects = _commands(server.port)
+            relied_on = _relied_on(server.port)
+    return Found(built, spec.start_command, spec.port, dict(spec.env), how, capabilities.concurrent_clients,
+                 capabilities.pipelining, binds, answers, rejects, relied_on, starts.crashes)
+
+
+def _start(options: TargetOptions, start_given: bool, built: Built, run_dir: Path) -> tuple[ServerSpec, str]:
+    """A start command that works: the one given, `{binary} --port {port}`, or the binary on its fixed port."""
+    if start_given or options.port is not None or any("{port}" in pair for pair in options.env):
+        spec = server_spec(options, built.binary, {})
+        _check_starts(spec, run_dir)
+        return spec, "given"
+    spec = server_spec(options, built.binary, {})
+    port = free_port()
+    try:
+        with fresh_server(replace(spec, port=port), run_dir, Starts()):
+            return spec, "port flag"
+    except ZprofError as failed:
+        first_error = failed
+    # No answer on the port zprof chose: the server ignores --port (or refuses it). Where does it listen?
+    for start_command in (options.start_command, "{binary}"):
+        listening = _listens_on(replace(spec, start_command=start_command, port=None), run_dir)
+        if listening is not None:
+            return replace(spec, start_command=start_command.replace(" --port {port}", ""), port=listening), \
+                "fixed port"
+    raise ZprofError("zprof init could not find how to start the server",
+                     detail=f"With `{options.start_command}` it did not answer PING on the port zprof chose "
+                            f"({first_error.message}), and it listened on no port zprof could find. Pass "
+                            "--start-command (with {port} where the port goes), --port N for a server on a fixed "
+                            "port, or --env NAME={port} for one that reads its port from the environment.")
+
+
+def _check_starts(spec: ServerSpec, run_dir: Path) -> None:
+    with fresh_server(spec, run_dir, Starts()):
+        pass
+
+
+def _listens_on(spec: ServerSpec, run_dir: Path) -> int | None:
+    """Starts the server without waiting for PING on a port of zprof's, and finds the port it
+    listens on by itself; None when it listens on none (or exits)."""
+    probe_spec = replace(spec, port=free_port())  # a port for {port}, which this start command does not use
+    server = Server(probe_spec, run_dir)
+    try:
+        server.launch()
+        deadline = time.monotonic() + LISTEN_WAIT_S
+        while time.monotonic() < deadline and server.alive():
+            ports = server.listening_ports()
+            for port in ports:
+                if _answers_ping(port):
+                    return port
+            time.sleep(0.1)
+        return None
+    finally:
+        server.stop()
+
+
+def _answers_ping(port: int) -> bool:
+    try:
+        with SyncClient(HOST, port, PROBE_TIMEOUT_S) as client:
+            return client.call("PING") in ("PONG", b"PONG")
+    except (OSError, TimeoutError, ConnectionError):
+        return False
+
+
+def _ask(port: int, workload: Workload) -> str | None:
+    """One request on a connection of its own: None when answered, else the error (or the failure)."""
+    try:
+        with SyncClient(HOST, port, PROBE_TIMEOUT_S) as client:
+            client.sock.sendall(workload.expand(random.Random(0)))
+            (reply,) = client.read(1)
+    except (OSError, TimeoutError, ConnectionError) as error:
+        return f"no answer ({error or type(error).__name__})"
+    return reply.message if isinstance(reply, ErrorReply) else None
+
+
+def _commands(port: int) -> tuple[list[str], dict[str, str]]:
+    names = [name for tier in ("1", "2", "3") for name in TIERS[tier] if name != MIX]
+    answers, rejects = [], {}
+    for name in names:
+        error = _ask(port, bench_workload(name, 1000))
+        if error is None:
+            answers.append(name)
+        else:
+            rejects[name] = error
+    return answers, rejects
+
+
+def _relied_on(port: int) -> dict[str, bool]:
+    asked = {"FLUSHALL": Workload((b"FLUSHALL",)), "DBSIZE": Workload.from_template(TEMPLATES["DBSIZE"]),
+             "CONFIG GET": CONFIG_GET, "INFO": Workload((b"INFO",))}
+    return {name: _ask(port, workload) is None for name, workload in asked.items()}
+
+
+def config_sections(found: Found, options: TargetOptions) -> dict[str, dict[str, Any]]:
+    """What `zprof init` writes: the settings the other commands read, and what it found, for the reader."""
+    result = found.built.result
+    target: dict[str, Any] = {}
+    if options.exe or len(result.executables) > 1:
+        target["exe"] = result.binary.name
+    if options.build_args:
+        target["build_args"] = list(options.build_args)
+    if result.optimize_source == REQUESTED:
+        target["optimize"] = result.optimize
+    target["start_command"] = found.start_command
+    if found.port is not None:
+        target["port"] = found.port
+    if found.env:
+        target["env"] = found.env
+    workload: dict[str, Any] = {"commands": found.answers}
+    if not found.concurrent_clients:
+        workload["clients"] = 1
+    if not found.pipelining:
+        workload["pipeline"] = 1
+    server = {
+        "concurrent_clients": found.concurrent_clients, "pipelining": found.pipelining,
+        "binds": found.binds or HOST, "fixed_port": found.how == "fixed port",
+        "answers": [name for name, answered in found.relied_on.items() if answered],
+        "rejects": sorted(found.rejects), "optimize_source": result.optimize_source,
+    }
+    return {"target": target, "workload": workload, "server": server}
+
+
+COMMENTS = {
+    "target": "How zprof builds and starts the server.",
+    "workload": "The commands of Redis' tiers 1-3 the server answered, and the load it takes.",
+    "server": "What zprof init found (for the reader; zprof probes again at every run).",
+}
