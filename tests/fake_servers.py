@@ -9,10 +9,16 @@ minikv cannot be made to misbehave like this, so these play the faults:
 - `stalls-on-config`: serves everything, pipelining included, but never
   answers CONFIG, the first thing redis-benchmark sends and waits for: the
   connection and pipelining probes pass, and redis-benchmark would hang.
+- `garbage`: answers every command with bytes that are not RESP (an HTTP
+  error, as a web server on the port would);
+- `silent`: accepts connections and reads them, but never answers anything,
+  PING included.
 
 Used in-process (`FakeServer(fault)`), or as a target zprof starts itself:
 
-    python tests/fake_servers.py one-at-a-time --port 6400
+    python tests/fake_servers.py one-at-a-time --port 6400 [--binary PATH]
+
+(`--binary` is ignored: it lets a start command that must name {binary} start a fake instead.)
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ import threading
 
 from zprof.load.resp import ProtocolError, parse
 
-FAULTS = ("one-at-a-time", "drops-pipelined", "stalls-on-config")
+FAULTS = ("one-at-a-time", "drops-pipelined", "stalls-on-config", "garbage", "silent")
+NOT_RESP = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"
 POLL_S = 0.2
 
 
@@ -51,6 +58,8 @@ class FakeServer:
         self.one_at_a_time = fault == "one-at-a-time"
         self.first_command_only = fault in ("one-at-a-time", "drops-pipelined")
         self.silent_on = {b"CONFIG"} if fault == "stalls-on-config" else set()
+        self.garbage = fault == "garbage"
+        self.silent = fault == "silent"
         self.listener = socket.socket()
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.listener.bind(("127.0.0.1", port))
@@ -102,7 +111,11 @@ class FakeServer:
         replies, position = [], 0
         while (parsed := parse(buffer, position)) is not None:
             command, position = parsed
-            if isinstance(command, list) and not (command and command[0].upper() in self.silent_on):
+            if self.silent:
+                continue
+            if self.garbage:
+                replies.append(NOT_RESP)
+            elif isinstance(command, list) and not (command and command[0].upper() in self.silent_on):
                 replies.append(reply_to(command))  # type: ignore[arg-type]
             if self.first_command_only:
                 position = len(buffer)
@@ -121,6 +134,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("fault", choices=FAULTS)
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--binary", help="ignored")
     options = parser.parse_args()
     # In the foreground until a signal ends the process (zprof sends SIGTERM).
     FakeServer(options.fault, options.port).serve_forever()

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from tests.conftest import MINIKV, flat_allocs
-from zprof.report.units import human_bytes
+from zprof.units import human_bytes
 
 pytestmark = pytest.mark.slow
 

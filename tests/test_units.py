@@ -14,7 +14,7 @@ from zprof.errors import ZprofError
 from zprof.load.driver import Workload
 from zprof.load.resp import ErrorReply, encode, parse
 from zprof.load.workloads import workload_for
-from zprof.report.units import size_class_label
+from zprof.units import size_class_label
 
 
 def test_resp_round_trip_and_partial_input():

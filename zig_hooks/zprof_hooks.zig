@@ -207,6 +207,13 @@ pub const Region = struct {
     const live_offset = std.mem.alignForward(usize, sites_offset + site_capacity * @sizeOf(Site), 4096);
     pub const total_size = live_offset + live_capacity * @sizeOf(LiveEntry);
 
+    /// Makes `pid` the owner of a counter file, unless another process is:
+    /// true when the file was free or is already `pid`'s.
+    pub fn claimFile(header: *Header, pid: u64) bool {
+        const owner = @cmpxchgStrong(u64, &header.attached_pid, 0, pid, .acq_rel, .acquire) orelse return true;
+        return owner == pid;
+    }
+
     /// Lays the tables over `bytes`, which must be zeroed or already laid out.
     pub fn init(bytes: []align(8) u8, pid: u64, limits: Limits) Region {
         std.debug.assert(bytes.len >= total_size);
@@ -505,7 +512,7 @@ var region_storage: Region = undefined;
 
 fn attachedRegion() ?Region {
     switch (state.load(.acquire)) {
-        .attached => return region_storage,
+        .attached => return if (ForkGuard.intact()) region_storage else detachForkedChild(),
         .disabled => return null,
         .detached, .attaching => {},
     }
@@ -523,6 +530,13 @@ fn attachedRegion() ?Region {
     return null;
 }
 
+/// In a child forked after the attach: the shared mapping came along, but the
+/// child's allocations are not the server's, so it counts none of them.
+fn detachForkedChild() ?Region {
+    state.store(.disabled, .release);
+    return null;
+}
+
 fn mapRegion() ?Region {
     if (builtin.os.tag != .linux) return null;
     const path = std.posix.getenv(env_var) orelse return null;
@@ -532,30 +546,179 @@ fn mapRegion() ?Region {
     // zprof makes the file large enough; a smaller one is not ours to grow.
     if (stat.size < Region.total_size) return null;
     const bytes = std.posix.mmap(null, Region.total_size, std.posix.PROT.READ | std.posix.PROT.WRITE, .{ .TYPE = .SHARED }, fd, 0) catch return null;
+    const pid: u64 = @intCast(std.os.linux.getpid());
+    // A program a server execs inherits ZPROF_SHM; the file is the first attacher's.
+    if (!Region.claimFile(@ptrCast(bytes.ptr), pid) or !ForkGuard.arm()) {
+        std.posix.munmap(bytes);
+        return null;
+    }
     const limits: Limits = if (std.posix.getenv(limits_env_var)) |text| .parse(text) else .{};
-    return Region.init(bytes, @intCast(std.os.linux.getpid()), limits);
+    return Region.init(bytes, pid, limits);
 }
+
+/// Tells the process that attached from a child it forks afterwards, at the
+/// cost of one load per hooked call: a private page the kernel hands a forked
+/// child zeroed (MADV_WIPEONFORK, Linux 4.14), marked in the attaching process.
+const ForkGuard = struct {
+    var mark: ?*align(std.heap.page_size_min) u64 = null;
+    /// Without MADV_WIPEONFORK, the process compares its pid instead.
+    var attached_pid: std.os.linux.pid_t = 0;
+
+    fn arm() bool {
+        attached_pid = std.os.linux.getpid();
+        const page = std.posix.mmap(null, std.heap.page_size_min, std.posix.PROT.READ | std.posix.PROT.WRITE, .{ .TYPE = .PRIVATE, .ANONYMOUS = true }, -1, 0) catch return false;
+        std.posix.madvise(page.ptr, page.len, std.posix.MADV.WIPEONFORK) catch {
+            std.posix.munmap(page);
+            return true;
+        };
+        const word: *align(std.heap.page_size_min) u64 = @ptrCast(page.ptr);
+        word.* = magic;
+        mark = word;
+        return true;
+    }
+
+    fn intact() bool {
+        if (mark) |word| return @atomicLoad(u64, word, .monotonic) == magic;
+        return std.os.linux.getpid() == attached_pid;
+    }
+};
 
 /// The stack of the allocation: the API's `ret_addr`, then the return
 /// addresses found by following frame pointers from the hook's caller. Zig
 /// keeps frame pointers in ReleaseFast on x86-64 and aarch64; the walk stops
-/// at anything that does not look like a caller's frame.
+/// at anything that does not look like a caller's frame, and never reads
+/// outside the current thread's stack: a frame without a frame pointer (C
+/// code, a library built without them) leaves any value in that register.
 inline fn captureFrames(ret_addr: usize) [site_depth]u64 {
     var frames: [site_depth]u64 = @splat(0);
     frames[0] = ret_addr;
     var frame_pointer = @frameAddress();
+    const stack = StackRange.holding(frame_pointer) orelse return frames;
     var depth: usize = 1;
     while (depth < site_depth) : (depth += 1) {
-        const return_address = @as(*const usize, @ptrFromInt(frame_pointer + @sizeOf(usize))).*;
-        if (return_address == 0) break;
-        frames[depth] = return_address;
-        const caller_frame = @as(*const usize, @ptrFromInt(frame_pointer)).*;
-        const stack_limit = 1 << 20;
-        if (caller_frame <= frame_pointer or caller_frame - frame_pointer > stack_limit or caller_frame % @alignOf(usize) != 0) break;
+        // A frame record: the caller's frame pointer, then the return address.
+        const record: *const [2]usize = @ptrFromInt(frame_pointer);
+        if (record[1] == 0) break;
+        frames[depth] = record[1];
+        const caller_frame = record[0];
+        if (caller_frame <= frame_pointer or !stack.holdsRecord(caller_frame)) break;
         frame_pointer = caller_frame;
     }
     return frames;
 }
+
+/// The memory a thread's frame records lie in: from the bottom of its stack
+/// to the end of its outermost frame record (the thread's entry, where the
+/// chain of frame pointers ends). Everything between a running frame and that
+/// record is live stack, so a walk that stays inside never reads memory that
+/// may be unmapped. Found on a thread's first hooked call, by a walk bounded
+/// by the mapping that holds the stack in /proc/self/maps (read through a
+/// small buffer on the stack: the hook never allocates); found again only
+/// when a walk starts outside it (a frame nearer the entry than the first
+/// one saw, or a signal handler's stack). The mapping itself is no bound to
+/// keep: the kernel merges it with neighbouring anonymous memory, which a
+/// heap may unmap later.
+pub const StackRange = struct {
+    low: usize,
+    high: usize,
+
+    /// Frames the first walk of a thread follows at most to find its entry.
+    const max_depth = 1 << 16;
+
+    threadlocal var known: StackRange = .{ .low = 0, .high = 0 };
+
+    /// The range that holds `frame` (a frame of the running thread), or
+    /// null when none can be found: then the walk records no callers.
+    fn holding(frame: usize) ?StackRange {
+        if (known.contains(frame)) return known;
+        const mapping = mappingOf(frame) orelse return null;
+        if (!mapping.holdsRecord(frame)) return null;
+        known = .{ .low = mapping.low, .high = outermostRecord(frame, mapping) + 2 * @sizeOf(usize) };
+        return known;
+    }
+
+    /// The last frame record of the chain that starts at `frame` and stays inside `mapping`.
+    fn outermostRecord(frame: usize, mapping: StackRange) usize {
+        var record_address = frame;
+        for (0..max_depth) |_| {
+            const record: *const [2]usize = @ptrFromInt(record_address);
+            if (record[1] == 0 or record[0] <= record_address or !mapping.holdsRecord(record[0])) break;
+            record_address = record[0];
+        }
+        return record_address;
+    }
+
+    fn contains(range: StackRange, address: usize) bool {
+        return address >= range.low and address < range.high;
+    }
+
+    /// Whether a two-word frame record at `address` lies wholly inside.
+    pub fn holdsRecord(range: StackRange, address: usize) bool {
+        return address % @alignOf(usize) == 0 and address >= range.low and range.high - range.low >= 2 * @sizeOf(usize) and
+            address <= range.high - 2 * @sizeOf(usize);
+    }
+};
+
+/// The readable mapping of this process that holds `address`.
+fn mappingOf(address: usize) ?StackRange {
+    if (builtin.os.tag != .linux) return null;
+    const fd = std.posix.openZ("/proc/self/maps", .{ .ACCMODE = .RDONLY, .CLOEXEC = true }, 0) catch return null;
+    defer std.posix.close(fd);
+    var buffer: [512]u8 = undefined;
+    var line: MapsLine = .{};
+    while (true) {
+        const n = std.posix.read(fd, &buffer) catch return null;
+        if (n == 0) return null;
+        for (buffer[0..n]) |byte| {
+            const mapping = line.feed(byte) orelse continue;
+            if (mapping.readable and mapping.range.contains(address)) return mapping.range;
+        }
+    }
+}
+
+/// Reads /proc/self/maps a byte at a time: `low-high perms ...`, one mapping a line.
+pub const MapsLine = struct {
+    field: enum { low, high, perms, rest, invalid } = .low,
+    low: usize = 0,
+    high: usize = 0,
+    readable: bool = false,
+
+    const Mapping = struct { range: StackRange, readable: bool };
+
+    /// Takes the next byte; at the end of a well-formed line, the mapping it names.
+    pub fn feed(line: *MapsLine, byte: u8) ?Mapping {
+        if (byte == '\n') {
+            defer line.* = .{};
+            if (line.field != .rest or line.high <= line.low) return null;
+            return .{ .range = .{ .low = line.low, .high = line.high }, .readable = line.readable };
+        }
+        switch (line.field) {
+            .low, .high => |field| {
+                const end: u8 = if (field == .low) '-' else ' ';
+                if (byte == end) {
+                    line.field = if (field == .low) .high else .perms;
+                    return null;
+                }
+                const digit = std.fmt.charToDigit(byte, 16) catch {
+                    line.field = .invalid;
+                    return null;
+                };
+                const value = if (field == .low) &line.low else &line.high;
+                value.* = std.math.mul(usize, value.*, 16) catch {
+                    line.field = .invalid;
+                    return null;
+                };
+                value.* += digit;
+            },
+            .perms => {
+                line.readable = byte == 'r';
+                line.field = .rest;
+            },
+            .rest, .invalid => {},
+        }
+        return null;
+    }
+};
 
 /// The call in progress, or null when its allocator has no room in the layer
 /// table (the call is then only counted as lost).
@@ -890,4 +1053,76 @@ test "threads tracking neighbouring small blocks at once lose none" {
     for (0..threads * blocks_per_thread) |i| {
         try std.testing.expect(region.find(Region.liveKey(0x700000 + 2 * i, layer)) != null);
     }
+}
+
+test "the first process to attach owns the counter file" {
+    var header: Header = std.mem.zeroes(Header);
+    try std.testing.expect(Region.claimFile(&header, 41));
+    try std.testing.expect(Region.claimFile(&header, 41));
+    // A child that exec'd a program built with the shim, with ZPROF_SHM inherited.
+    try std.testing.expect(!Region.claimFile(&header, 42));
+    try std.testing.expectEqual(@as(u64, 41), header.attached_pid);
+}
+
+test "maps lines give each mapping's range and whether it can be read" {
+    const maps =
+        \\55d0c0000000-55d0c0021000 r--p 00000000 fe:01 1234 /usr/bin/minikv
+        \\7f0000000000-7f0000001000 ---p 00000000 00:00 0
+        \\7f0000001000-7f0000081000 rw-p 00000000 00:00 0
+        \\not a mapping
+        \\7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0                          [stack]
+        \\
+    ;
+    var line: MapsLine = .{};
+    var found: [4]MapsLine.Mapping = undefined;
+    var count: usize = 0;
+    for (maps) |byte| if (line.feed(byte)) |mapping| {
+        found[count] = mapping;
+        count += 1;
+    };
+    try std.testing.expectEqual(@as(usize, 4), count);
+    try std.testing.expect(!found[1].readable);
+    try std.testing.expectEqual(StackRange{ .low = 0x7f0000001000, .high = 0x7f0000081000 }, found[2].range);
+    try std.testing.expectEqual(StackRange{ .low = 0x7ffd00000000, .high = 0x7ffd00021000 }, found[3].range);
+    try std.testing.expect(found[3].readable);
+}
+
+test "the frame walk stays inside the thread's stack, up to its entry" {
+    const here = @frameAddress();
+    const stack = StackRange.holding(here).?;
+    try std.testing.expect(stack.contains(here));
+    try std.testing.expect(stack.holdsRecord(here));
+    try std.testing.expect(!stack.holdsRecord(stack.high - @sizeOf(usize)));
+    try std.testing.expect(!stack.holdsRecord(stack.high));
+    try std.testing.expect(!stack.holdsRecord(here + 1));
+    // The outermost record ends the chain: its caller frame is not inside.
+    const outermost: *const [2]usize = @ptrFromInt(stack.high - 2 * @sizeOf(usize));
+    try std.testing.expect(outermost[0] <= stack.high - 2 * @sizeOf(usize) or !stack.holdsRecord(outermost[0]));
+    const frames = captureFrames(@returnAddress());
+    try std.testing.expect(frames[1] != 0);
+}
+
+test "a frame pointer that leads off the stack ends the walk" {
+    const Walk = struct {
+        /// Called with a frame record of its own making as its caller's: a
+        /// readable record whose caller frame may not be read.
+        noinline fn from(bogus: *[2]usize) [site_depth]u64 {
+            const record: *[2]usize = @ptrFromInt(@frameAddress());
+            const saved = record.*;
+            defer record.* = saved;
+            record[0] = @intFromPtr(bogus);
+            return captureFrames(0x1);
+        }
+    };
+    // Within 1 MiB above this frame where there is room, as a stray frame pointer might point.
+    const pages = for (1..16) |step| {
+        const wanted = std.mem.alignForward(usize, @frameAddress() + step * 64 * 1024, std.heap.page_size_min);
+        if (std.posix.mmap(@ptrFromInt(wanted), 2 * std.heap.page_size_min, std.posix.PROT.READ | std.posix.PROT.WRITE, .{ .TYPE = .PRIVATE, .ANONYMOUS = true, .FIXED_NOREPLACE = true }, -1, 0)) |found| break found else |_| {}
+    } else try std.posix.mmap(null, 2 * std.heap.page_size_min, std.posix.PROT.READ | std.posix.PROT.WRITE, .{ .TYPE = .PRIVATE, .ANONYMOUS = true }, -1, 0);
+    defer std.posix.munmap(pages);
+    try std.posix.mprotect(@alignCast(pages[std.heap.page_size_min..]), std.posix.PROT.NONE);
+    const bogus: *[2]usize = @ptrCast(pages.ptr);
+    bogus.* = .{ @intFromPtr(pages.ptr) + std.heap.page_size_min, 0xdead };
+    const frames = Walk.from(bogus);
+    for (frames) |frame| try std.testing.expect(frame != 0xdead);
 }

@@ -16,9 +16,7 @@ one definition of the format. Its `json_schema()` gives the published schema
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
@@ -29,14 +27,17 @@ from pydantic import TypeAdapter, ValidationError
 
 from zprof import __version__
 from zprof.errors import ZprofError
+from zprof.files import write_text_atomically
 from zprof.model.allocs import AllocsRun
+from zprof.model.baseline import Baseline, RegressRun
 from zprof.model.bench import BenchRun
 from zprof.model.flame import FlameDiffRun, FlameRun
 from zprof.model.memory import MassifRun, MemoryRun
+from zprof.model.validate import ValidateRun
 
 RUN_FILE = "run.json"
 
-Run = AllocsRun | MemoryRun | MassifRun | BenchRun | FlameRun | FlameDiffRun
+Run = AllocsRun | MemoryRun | MassifRun | BenchRun | FlameRun | FlameDiffRun | ValidateRun | Baseline | RegressRun
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,8 @@ class Kind:
 
 
 KINDS = (Kind("allocs", 3, AllocsRun), Kind("memory", 2, MemoryRun), Kind("memory.massif", 2, MassifRun),
-         Kind("bench", 4, BenchRun), Kind("flame", 2, FlameRun), Kind("flame.diff", 1, FlameDiffRun))
+         Kind("bench", 4, BenchRun), Kind("flame", 2, FlameRun), Kind("flame.diff", 1, FlameDiffRun),
+         Kind("validate", 1, ValidateRun), Kind("baseline", 1, Baseline), Kind("regress", 1, RegressRun))
 _BY_TYPE = {kind.type: kind for kind in KINDS}
 _BY_NAME = {kind.name: kind for kind in KINDS}
 ENVELOPE = ("schema", "zprof_version", "created", "command_line")
@@ -85,25 +87,8 @@ def _command_line() -> list[str]:
 
 
 def write(run: Run, path: Path) -> Path:
-    """Saves the run atomically (a temporary file renamed into place): a reader never sees half a file."""
-    text = json.dumps(to_json(run), indent=1) + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as file:
-            file.write(text)
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp's file is private; a run is an ordinary file
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    """Saves the run atomically: a reader never sees half a file."""
+    return write_text_atomically(path, json.dumps(to_json(run), indent=1) + "\n")
 
 
 def read(path: Path) -> Run:

@@ -17,6 +17,14 @@ the `[tool.zprof]` table of its `pyproject.toml`; `zprof.toml` wins.
 
     [server]            what `zprof init` found, for the reader
     [bench]             thresholds (also allowed at the top level)
+    [baseline]          the suite `zprof baseline save` and `zprof regress` run
+    commands = ["SET", "GET", "HSET", "ZADD"]
+    requests = 2000
+    trials = 5
+    against = "redis"                 # or "none"
+    min_trial_seconds = 1.0
+    [regress]           when a change is a regression (`RegressThresholds`)
+    instructions_percent = 2.0
 
 Command-line flags win over these. An unknown key is an error that names it.
 """
@@ -30,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from zprof.errors import ZprofError
+from zprof.model.baseline import RegressThresholds
 from zprof.model.bench import Thresholds
 
 CONFIG_FILE = "zprof.toml"
@@ -40,6 +49,14 @@ _TARGET_KEYS: dict[str, type | tuple[type, ...]] = {
     "ready_timeout": (int, float),
 }
 _WORKLOAD_KEYS: dict[str, type | tuple[type, ...]] = {"commands": list, "clients": int, "pipeline": int}
+_BASELINE_KEYS: dict[str, type | tuple[type, ...]] = {
+    "commands": list, "requests": int, "trials": int, "against": str, "min_trial_seconds": (int, float),
+}
+_REGRESS_KEYS: dict[str, type | tuple[type, ...]] = {
+    f.name: str if f.name == "test" else (int, float) for f in fields(RegressThresholds)
+    # The Redis floor and the unstable CV are [bench]'s throughput_acceptable and unstable_cv.
+    if f.name not in ("source", "redis_floor_percent", "unstable_cv_percent")
+}
 _SERVER_KEYS: dict[str, type | tuple[type, ...]] = {
     "concurrent_clients": bool, "pipelining": bool, "binds": str, "fixed_port": bool, "answers": list,
     "rejects": list, "optimize_source": str,
@@ -55,6 +72,8 @@ class ProjectConfig:
     workload: dict[str, Any] = field(default_factory=dict)
     server: dict[str, Any] = field(default_factory=dict)
     thresholds: Thresholds = field(default_factory=Thresholds)
+    baseline: dict[str, Any] = field(default_factory=dict)
+    regress: RegressThresholds = field(default_factory=RegressThresholds)
 
     @property
     def commands(self) -> list[str] | None:
@@ -108,17 +127,54 @@ def _parse(data: dict[str, Any], source: str) -> ProjectConfig:
             raise ZprofError(f"{source} [workload]: commands must be a non-empty list of command names")
         workload["commands"] = [command.upper() for command in workload["commands"]]
     server = _check(data.get("server", {}), _SERVER_KEYS, f"{source} [server]")
-    top = {key: value for key, value in data.items() if key not in ("target", "workload", "server", "bench")}
+    baseline = _baseline_table(data.get("baseline", {}), f"{source} [baseline]")
+    regress = _regress_thresholds(data.get("regress", {}), f"{source} [regress]")
+    top = {key: value for key, value in data.items()
+           if key not in ("target", "workload", "server", "bench", "baseline", "regress")}
     bench = data.get("bench", {})
     if not isinstance(bench, dict):
         raise ZprofError(f"{source}: bench must be a table")
     unknown = [key for key in top if key not in _THRESHOLD_KEYS]
     if unknown:
         raise ZprofError(f"{source}: unknown key {unknown[0]!r}",
-                         detail="Known: the tables [target], [workload], [server] and [bench], and the thresholds "
-                                f"{', '.join(_THRESHOLD_KEYS)}.")
+                         detail="Known: the tables [target], [workload], [server], [bench], [baseline] and "
+                                f"[regress], and the thresholds {', '.join(_THRESHOLD_KEYS)}.")
     thresholds = _thresholds_from({**top, **bench}, source) if top or bench else Thresholds()
-    return ProjectConfig(source, target, workload, server, thresholds)
+    return ProjectConfig(source, target, workload, server, thresholds, baseline, regress)
+
+
+def _baseline_table(table: object, where: str) -> dict[str, Any]:
+    baseline = _check(table, _BASELINE_KEYS, where)
+    if "commands" in baseline:
+        if not baseline["commands"] or not all(isinstance(c, str) for c in baseline["commands"]):
+            raise ZprofError(f"{where}: commands must be a non-empty list of command names")
+        baseline["commands"] = [command.upper() for command in baseline["commands"]]
+    for key, least in (("requests", 1), ("trials", 0)):
+        if key in baseline and baseline[key] < least:
+            raise ZprofError(f"{where}: {key} must be at least {least}")
+    if baseline.get("against", "redis") not in ("redis", "none"):
+        raise ZprofError(f"{where}: against must be \"redis\" or \"none\"")
+    if "min_trial_seconds" in baseline and not 0.1 <= baseline["min_trial_seconds"] <= 3600:
+        raise ZprofError(f"{where}: min_trial_seconds must be between 0.1 and 3600")
+    return baseline
+
+
+def _regress_thresholds(table: object, where: str) -> RegressThresholds:
+    values = _check(table, _REGRESS_KEYS, where)
+    if not values:
+        return RegressThresholds()
+    for key, value in values.items():
+        if key != "test" and not 0 < value < math.inf:
+            raise ZprofError(f"{where}: {key} must be a positive number, not {value!r}")
+    if values.get("test", "welch") not in ("welch", "mann-whitney"):
+        raise ZprofError(f"{where}: test must be \"welch\" or \"mann-whitney\"")
+    if not values.get("alpha", 0.05) < 1:
+        raise ZprofError(f"{where}: alpha must be under 1")
+    thresholds = replace(RegressThresholds(), source=where,
+                         **{key: value if key == "test" else float(value) for key, value in values.items()})
+    if thresholds.minor_effect_percent > thresholds.min_effect_percent:
+        raise ZprofError(f"{where}: minor_effect_percent must not be above min_effect_percent")
+    return thresholds
 
 
 def _thresholds_from(table: dict[str, Any], where: str) -> Thresholds:

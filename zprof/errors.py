@@ -6,6 +6,8 @@ from __future__ import annotations
 # target that misbehaved after it was started.
 EXIT_USAGE = 2
 EXIT_TARGET = 1
+# A bug in zprof itself: an exception nobody expected (`zprof --debug` shows its traceback).
+EXIT_INTERNAL = 3
 
 
 class ZprofError(Exception):

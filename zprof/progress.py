@@ -20,6 +20,19 @@ class Reporter(Protocol):
         """How far it got, in requests, runs or keys (total None: unknown)."""
 
 
+class Prefixed:
+    """A reporter whose status lines say which part of a longer run is running."""
+
+    def __init__(self, progress: Reporter, prefix: str, separator: str = ": ") -> None:
+        self._progress, self._prefix, self._separator = progress, prefix, separator
+
+    def status(self, text: str) -> None:
+        self._progress.status(f"{self._prefix}{self._separator}{text}")
+
+    def count(self, done: int, total: int | None) -> None:
+        self._progress.count(done, total)
+
+
 class Silent:
     def status(self, text: str) -> None:
         pass

@@ -18,8 +18,8 @@ from pathlib import Path
 import psutil
 
 from zprof.errors import EXIT_TARGET, ZprofError
-from zprof.load.resp import SyncClient
-from zprof.procs import die_with_parent, kill_group
+from zprof.load.resp import ProtocolError, SyncClient
+from zprof.procs import kill_group, spawn
 
 HOST = "127.0.0.1"
 DEFAULT_START_COMMAND = "{binary} --port {port}"
@@ -29,6 +29,9 @@ LOG_TAIL_LINES = 25
 # A server that dies before it answers PING is started again, up to this many times in all: a start-up
 # crash is the target's bug, to report, not a reason to lose the measurement.
 START_ATTEMPTS = 20
+# A port zprof chose can be taken by another program before the server binds it: the server is
+# started again on another port, up to this many times in all.
+PORT_ATTEMPTS = 5
 
 
 def free_port() -> int:
@@ -63,13 +66,21 @@ class ServerSpec:
     stop_timeout: float = STOP_TIMEOUT_S
 
     def argv(self, port: int) -> list[str]:
-        command = self.start_command.format(binary=shlex.quote(str(self.binary)), port=port)
-        return shlex.split(command) + self.extra_args
+        """The start command split into arguments as a shell would, then {binary} and {port} filled in
+        argument by argument: it never runs through a shell, and nothing else in it is a placeholder."""
+        try:
+            words = shlex.split(self.start_command)
+        except ValueError as error:
+            raise ZprofError(f"cannot split the start command `{self.start_command}`: {error}") from error
+        return [fill(word, self.binary, port) for word in words] + self.extra_args
 
     def environment(self, port: int) -> dict[str, str]:
         """The variables zprof sets for the server, {port} and {binary} filled in."""
-        return {name: value.replace("{port}", str(port)).replace("{binary}", str(self.binary))
-                for name, value in self.env.items()}
+        return {name: fill(value, self.binary, port) for name, value in self.env.items()}
+
+
+def fill(text: str, binary: Path, port: int) -> str:
+    return text.replace("{binary}", str(binary)).replace("{port}", str(port))
 
 
 class Server:
@@ -78,6 +89,7 @@ class Server:
     def __init__(self, spec: ServerSpec, run_dir: Path) -> None:
         self.spec = spec
         self.run_dir = run_dir
+        # Private (mode 0700, as mkdtemp makes it): the server's working directory, for whatever it writes.
         self.workdir = Path(tempfile.mkdtemp(prefix="server-", dir=run_dir))
         self.log_path = run_dir / "server.log"
         self.port = spec.port or free_port()
@@ -106,16 +118,8 @@ class Server:
         argv = self.spec.argv(self.port)
         with open(self.log_path, "ab") as log:
             try:
-                self.process = subprocess.Popen(
-                    argv,
-                    cwd=self.workdir,
-                    env={**os.environ, **self.spec.environment(self.port)},
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    preexec_fn=die_with_parent,
-                )
+                self.process = spawn(argv, cwd=self.workdir, env={**os.environ, **self.spec.environment(self.port)},
+                                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
             except OSError as error:
                 raise ZprofError(f"cannot start the server ({shlex.join(argv)}): {error}") from error
 
@@ -131,6 +135,10 @@ class Server:
                 if reply in ("PONG", b"PONG"):
                     return
                 last_error = RuntimeError(f"PING answered {reply!r}")
+            except ProtocolError as error:
+                # Not a RESP server (or not one yet, on this port): no point in asking again.
+                raise ZprofError(f"the server answered PING on {HOST}:{self.port} with bytes that are not RESP "
+                                 f"({error})", detail=self.log_tail(), exit_code=EXIT_TARGET) from error
             except (OSError, TimeoutError, ConnectionError) as error:
                 last_error = error
             time.sleep(0.05)
@@ -197,7 +205,7 @@ class Server:
 
     def crashed(self, what: str) -> ZprofError:
         code = self.process.poll() if self.process else None
-        how = f"signal {-code}" if code is not None and code < 0 else f"exit status {code}"
+        how = _how(code) if code is not None else "still running"
         return ZprofError(f"the server {what} ({how})", detail=self.log_tail(), exit_code=EXIT_TARGET)
 
     def stop(self) -> None:
@@ -224,24 +232,37 @@ def _how(returncode: int) -> str:
     return f"exit status {returncode}"
 
 
+def _lost_its_port(spec: ServerSpec, server: Server) -> bool:
+    """The server exited before it answered PING, on a port zprof chose that another program holds now:
+    taken between zprof's choice and the server's bind."""
+    return (spec.port is None and server.process is not None and server.process.returncode is not None
+            and port_in_use(server.port))
+
+
 @contextmanager
 def fresh_server(spec: ServerSpec, run_dir: Path, starts: Starts, label: str = "the server") -> Iterator[Server]:
     """A newly started server, stopped afterwards; one that died of a signal of its own before it answered
-    PING is started again, up to START_ATTEMPTS times, and counted in `starts`."""
-    for attempt in range(1, START_ATTEMPTS + 1):
+    PING is started again, up to START_ATTEMPTS times, and counted in `starts`; one that lost the port zprof
+    chose for it to another program is started again on another port, up to PORT_ATTEMPTS times."""
+    port_losses = crashes = 0
+    while True:
         server = Server(spec, run_dir)
         starts.starts += 1
         try:
             server.start()
         except ZprofError as error:
+            if _lost_its_port(spec, server) and port_losses + 1 < PORT_ATTEMPTS:
+                port_losses += 1
+                continue
             code = server.process.returncode if server.process is not None else None
             # Killed by a signal of its own (SIGSEGV, SIGABRT...): not a port in use, a command that cannot
             # run, a deliberate exit status, or a silent server zprof stopped itself.
             if code is None or code >= 0 or code in (-signal.SIGTERM, -signal.SIGKILL):
                 raise
+            crashes += 1
             starts.crashes += 1
             starts.last_crash = _how(code)
-            if attempt == START_ATTEMPTS:
+            if crashes == START_ATTEMPTS:
                 raise ZprofError(f"{label} crashed during start-up in all {START_ATTEMPTS} attempts "
                                  f"({starts.last_crash})", detail=error.detail, exit_code=error.exit_code) from error
             continue

@@ -20,6 +20,9 @@ pub fn build(b: *std.Build) void {
         .omit_frame_pointer = false,
     });
     root_module.addOptions("shape", shape);
+    // DEBUG FOREIGN-FRAME's C function is built without frame pointers on
+    // purpose: a stack walk through it must stop, not fault (src/debug.zig).
+    root_module.addCSourceFile(.{ .file = b.path("src/foreign_frame.c"), .flags = &.{ "-O2", "-fomit-frame-pointer" } });
 
     const exe = b.addExecutable(.{
         .name = "minikv",

@@ -8,7 +8,6 @@ classifies every frame as the project's code, Zig std, libc or kernel.
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 from collections.abc import Iterator
@@ -23,7 +22,9 @@ _HEADER = re.compile(r"^(?P<comm>.*?)\s+(?P<tid>\d+)\s+(?P<period>\d+)\s*$")
 _LIBC_DSO = re.compile(r"/(libc|libm|libpthread|ld-linux[^/]*|libdl|librt)[.-][^/]*$")
 
 
-@dataclass(frozen=True)
+# Compared and hashed by identity, which is fast: parse_perf_script makes one object per distinct
+# stack line, so equal frames of one recording are the same object.
+@dataclass(frozen=True, eq=False)
 class RawFrame:
     address: int
     symbol: str | None
@@ -39,9 +40,8 @@ class RawSample:
     frames: tuple[RawFrame, ...]  # leaf first, as perf prints them
 
 
-@functools.lru_cache(maxsize=1 << 16)
 def _parse_frame(line: str) -> RawFrame | None:
-    """One stack line; cached, since a profile repeats the same few thousand lines."""
+    """One stack line."""
     text = line.strip()
     address_text, _, rest = text.partition(" ")
     try:
@@ -62,17 +62,24 @@ def _parse_frame(line: str) -> RawFrame | None:
     return RawFrame(address, symbol, offset, dso)
 
 
+_UNPARSED = object()
+
+
 def parse_perf_script(text: str) -> Iterator[RawSample]:
     """Samples from `perf script -F comm,tid,period,ip,sym,symoff,dso` output."""
     header: re.Match[str] | None = None
     frames: list[RawFrame] = []
+    # A profile repeats the same few thousand lines: each is parsed once, into one object.
+    parsed: dict[str, RawFrame | None] = {}
     for line in text.splitlines():
         if not line.strip():
             if header is not None:
                 yield RawSample(header["comm"], int(header["tid"]), int(header["period"]), tuple(frames))
             header, frames = None, []
         elif line[0] in " \t":
-            frame = _parse_frame(line)
+            frame = parsed.get(line, _UNPARSED)
+            if frame is _UNPARSED:
+                frame = parsed[line] = _parse_frame(line)
             if frame is not None:
                 frames.append(frame)
         else:
@@ -158,14 +165,21 @@ def build_profile(samples: list[RawSample], binary: Path, symbolizer: Symbolizer
     perf_symbols = PerfSymbolizer(binary, symbolizer)
     perf_symbols.prefetch(samples)
     builder = ProfileBuilder("samples")
-    stacks: dict[tuple[RawFrame, ...], list[Frame]] = {}
+    # Frames are interned once per raw frame and stacks once per raw stack: a recording repeats both.
+    interned: dict[tuple[RawFrame, bool], tuple[int, ...]] = {}
+    stacks: dict[tuple[RawFrame, ...], tuple[int, ...]] = {}
     for sample in samples:
         stack = stacks.get(sample.frames)
         if stack is None:
-            stack = stacks[sample.frames] = [
-                frame
-                for depth, raw in enumerate(reversed(sample.frames))
-                for frame in perf_symbols.frames_root_first(raw, is_leaf=depth == len(sample.frames) - 1)
-            ]
-        builder.add(f"{sample.comm} {sample.tid}", stack)
+            indices: list[int] = []
+            leaf = len(sample.frames) - 1
+            for depth, raw in enumerate(reversed(sample.frames)):
+                key = (raw, depth == leaf)
+                part = interned.get(key)
+                if part is None:
+                    part = interned[key] = tuple(builder.frame(frame) for frame in
+                                                 perf_symbols.frames_root_first(raw, is_leaf=depth == leaf))
+                indices.extend(part)
+            stack = stacks[sample.frames] = tuple(indices)
+        builder.add_interned(f"{sample.comm} {sample.tid}", stack)
     return builder.build(frequency_hz=frequency_hz, duration_s=duration_s, recorded_samples=len(samples))

@@ -67,8 +67,11 @@ class ProfileBuilder:
         return index
 
     def add(self, thread: str, stack_root_first: list[Frame], weight: int = 1) -> None:
-        key = (thread, tuple(self.frame(frame) for frame in stack_root_first))
-        self._weights[key] += weight
+        self.add_interned(thread, tuple(self.frame(frame) for frame in stack_root_first), weight)
+
+    def add_interned(self, thread: str, stack: tuple[int, ...], weight: int = 1) -> None:
+        """A stack of indices `frame` returned, root first."""
+        self._weights[(thread, stack)] += weight
 
     def build(self, **details: object) -> StackProfile:
         samples = [StackSample(thread, stack, weight) for (thread, stack), weight in self._weights.items()]

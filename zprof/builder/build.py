@@ -6,15 +6,19 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from zprof.builder import shim
+from zprof import registry
+from zprof.builder import shim, stamp
 from zprof.builder.project import ZigProject, hash_sources
 from zprof.builder.toolchain import Zig, check_minimum_version
 from zprof.errors import ZprofError
+from zprof.paths import cache_dir, cache_root
 from zprof.procs import Completed, run_bounded
 
 BUILD_TIMEOUT_S = 1800
@@ -31,14 +35,6 @@ DEBIAN_PACKAGES = {
     "readline": "libreadline-dev", "event": "libevent-dev", "sodium": "libsodium-dev", "xxhash": "libxxhash-dev",
     "mimalloc": "libmimalloc-dev",
 }
-
-
-def cache_root() -> Path:
-    configured = os.environ.get("ZPROF_CACHE")
-    if configured:
-        return Path(configured).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "zprof"
 
 
 @dataclass(frozen=True)
@@ -205,24 +201,58 @@ def _zig_build(request: BuildRequest, prefix: Path, lib_dir: Path | None,
 
 
 def build(request: BuildRequest) -> BuildResult:
-    """Build (or reuse) the target; the checkout is read, never written."""
+    """Build (or reuse) the target; the checkout is read, never written. A build is made in a staging
+    directory and moved into the cache whole, with a stamp; one found without a valid stamp (a build
+    killed halfway, a truncated binary) is made again."""
     project, zig = request.project, request.zig
     check_minimum_version(zig, project.minimum_zig_version, project.root)
     started = time.monotonic()
     key = build_key(request)
-    out_dir = cache_root() / "builds" / f"{project.name}-{key}"
-    prefix = out_dir / "prefix"
-    meta_file = out_dir / "build.json"
-    if meta_file.is_file():
-        meta = json.loads(meta_file.read_text())
-        exe = choose_executable(project, meta["executables"], request.exe)
-        if (prefix / "bin" / exe).is_file():
-            meta.update(binary=prefix / "bin" / exe, cached=True, seconds=time.monotonic() - started,
-                        build_args=tuple(meta.get("build_args", ())))
-            return BuildResult(**meta)
+    builds = cache_dir("builds")
+    out_dir = builds / f"{project.name}-{key}"
+    cached = _cached(request, out_dir, key, started)
+    if cached is not None:
+        return cached
+    stamp.discard(out_dir)
 
     lib_dir = shim.overlay_lib_dir(zig, cache_root(), request.shim_variant) if request.with_shim else None
-    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"{out_dir.name}.partial-", dir=builds))
+    run = registry.current()
+    run.add_directory(staging)
+    try:
+        result = _build_into(request, staging, out_dir / "prefix", lib_dir, key, started)
+        meta = {k: v for k, v in asdict(result).items() if k not in ("cached", "seconds")}
+        meta["binary"] = str(result.binary)
+        (staging / "build.json").write_text(json.dumps(meta, indent=2))
+        stamp.write_stamp(staging, key, [staging / "build.json",
+                                         *(staging / "prefix" / "bin" / name for name in result.executables)])
+        stamp.put_in_place(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        run.remove_directory(staging)
+    return result
+
+
+def _cached(request: BuildRequest, out_dir: Path, key: str, started: float) -> BuildResult | None:
+    """The build in the cache, if it is whole."""
+    if not stamp.verified(out_dir, key):
+        return None
+    try:
+        meta = json.loads((out_dir / "build.json").read_text())
+    except (OSError, ValueError):
+        return None
+    exe = choose_executable(request.project, meta["executables"], request.exe)
+    binary = out_dir / "prefix" / "bin" / exe
+    meta.update(binary=binary, cached=True, seconds=time.monotonic() - started,
+                build_args=tuple(meta.get("build_args", ())))
+    return BuildResult(**meta)
+
+
+def _build_into(request: BuildRequest, staging: Path, final_prefix: Path, lib_dir: Path | None, key: str,
+                started: float) -> BuildResult:
+    """`zig build` into `staging`; the result names the binary where it will be once in place."""
+    project, zig = request.project, request.zig
+    prefix = staging / "prefix"
     optimize, source = request.optimize, REQUESTED
     done, log = _zig_build(request, prefix, lib_dir, f"-Doptimize={optimize}")
     if done.returncode != 0 and _no_optimize_option(log):
@@ -233,7 +263,7 @@ def build(request: BuildRequest) -> BuildResult:
                                     "zprof.toml).")
         optimize, source = declared_mode(project)
         done, log = _zig_build(request, prefix, lib_dir, None)
-    (out_dir / "build.log").write_text(log)
+    (staging / "build.log").write_text(log)
 
     executables = _executables(prefix)
     warnings: list[str] = []
@@ -250,8 +280,8 @@ def build(request: BuildRequest) -> BuildResult:
     if not executables:
         raise ZprofError(f"zig build succeeded but installed no executable under {prefix / 'bin'}")
     exe = choose_executable(project, executables, request.exe)
-    result = BuildResult(
-        binary=prefix / "bin" / exe,
+    return BuildResult(
+        binary=final_prefix / "bin" / exe,
         executables=executables,
         key=key,
         cached=False,
@@ -263,7 +293,3 @@ def build(request: BuildRequest) -> BuildResult:
         optimize_source=source,
         build_args=request.extra_args,
     )
-    meta = {k: v for k, v in asdict(result).items() if k not in ("cached", "seconds")}
-    meta["binary"] = str(result.binary)
-    meta_file.write_text(json.dumps(meta, indent=2))
-    return result

@@ -19,6 +19,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from zprof import registry
+from zprof.builder import stamp
 from zprof.builder.toolchain import Zig
 from zprof.errors import ZprofError
 
@@ -92,31 +94,37 @@ def patch_allocator_source(source: str, zig_version: str) -> str:
 
 
 def overlay_lib_dir(zig: Zig, cache_root: Path, variant: str = COUNTING) -> Path:
-    """The overlay for this compiler and shim variant, made once and reused."""
-    overlay = cache_root / "overlays" / f"zig-{zig.version}-{shim_fingerprint(variant)}" / "lib"
-    if (overlay / "std" / HOOKS_FILE).is_file():
+    """The overlay for this compiler and shim variant, made once and reused while its stamp holds."""
+    fingerprint = shim_fingerprint(variant)
+    key = f"{zig.lib_dir}|{fingerprint}"
+    entry = cache_root / "overlays" / f"zig-{zig.version}-{fingerprint}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+    overlay = entry / "lib"
+    if stamp.verified(entry, key):
         return overlay
     allocator_file = zig.lib_dir / "std" / "mem" / "Allocator.zig"
     if not allocator_file.is_file():
         raise ZprofError(f"Zig {zig.version}'s lib directory has no std/mem/Allocator.zig: {zig.lib_dir}")
     patched = patch_allocator_source(allocator_file.read_text(), zig.version)
 
-    overlay.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix="lib.", dir=overlay.parent))
+    stamp.discard(entry)  # half-made, damaged, or from a zprof before stamps
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"{entry.name}.partial-", dir=entry.parent))
+    run = registry.current()
+    run.add_directory(staging)
     try:
-        for entry in zig.lib_dir.iterdir():
-            if entry.name != "std":
-                os.symlink(entry, staging / entry.name)
+        lib = staging / "lib"
+        lib.mkdir()
+        for item in zig.lib_dir.iterdir():
+            if item.name != "std":
+                os.symlink(item, lib / item.name)
         # std is copied, not linked: Zig resolves a module's files under its
         # root directory, and the hooks file must sit inside it.
-        shutil.copytree(zig.lib_dir / "std", staging / "std", symlinks=True)
-        (staging / "std" / "mem" / "Allocator.zig").write_text(patched)
-        (staging / "std" / HOOKS_FILE).write_bytes(hooks_source(variant))
-        try:
-            staging.rename(overlay)
-        except OSError:  # another zprof made it first
-            shutil.rmtree(staging, ignore_errors=True)
-    except BaseException:
+        shutil.copytree(zig.lib_dir / "std", lib / "std", symlinks=True)
+        (lib / "std" / "mem" / "Allocator.zig").write_text(patched)
+        (lib / "std" / HOOKS_FILE).write_bytes(hooks_source(variant))
+        stamp.write_stamp(staging, key, [lib / "std" / "mem" / "Allocator.zig", lib / "std" / HOOKS_FILE])
+        stamp.put_in_place(staging, entry)
+    finally:
         shutil.rmtree(staging, ignore_errors=True)
-        raise
+        run.remove_directory(staging)
     return overlay

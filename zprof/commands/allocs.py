@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from zprof.commands.options import Outputs, measure_and_report, output_options, target_options
+from zprof.commands.options import Outputs, load_shape, measure_and_report, output_options, target_options
 from zprof.load.workloads import DEFAULT_KEYSPACE, workload_for
 from zprof.report.common import make_console
 from zprof.sessions.allocs import AllocsOptions, measure_allocs
@@ -31,6 +31,7 @@ def allocs_command(command: str, target: TargetOptions, requests: int, clients: 
                    template: str | None, keyspace: int, warmup: int | None, output: Path | None,
                    json_path: Path | None) -> None:
     """Allocations per request of COMMAND, measured with the shim under load."""
+    clients, pipeline = load_shape(target, clients, pipeline)
     options = AllocsOptions(target, workload_for(command, template, keyspace), requests, clients, pipeline,
                             warmup if warmup is not None else max(5000, requests // 4))
     outputs = Outputs.prepare("allocs", output, json_path)

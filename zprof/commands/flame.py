@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from zprof.analysis.hotspots import share_changes
-from zprof.commands.options import Outputs, measure_and_report, output_options, target_options
+from zprof.commands.options import Outputs, load_shape, measure_and_report, output_options, target_options
 from zprof.errors import ZprofError
 from zprof.load.workloads import DEFAULT_KEYSPACE, MIXED_COMMANDS, mixed_workload, workload_for
 from zprof.model.flame import PERF, FlameDiffRun, FlameRun
@@ -59,6 +59,7 @@ def flame_command(target: TargetOptions, duration: float, command: str | None, w
     workloads = ([workload_for(command, template, keyspace)] if command else
                  mixed_workload(keyspace, target.config.commands))
     label = command.upper() if command else "mixed"
+    clients, pipeline = load_shape(target, clients, pipeline)
     options = FlameOptions(target, workloads, label, clients, pipeline, top, shim, engine, duration, frequency,
                            call_graph, requests)
     outputs = Outputs.prepare("flame", output, json_path)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import click
@@ -12,6 +10,7 @@ from click.core import ParameterSource
 from zprof.commands.options import target_options
 from zprof.config import CONFIG_FILE, render_config
 from zprof.errors import ZprofError
+from zprof.files import write_text_atomically
 from zprof.progress import LiveProgress
 from zprof.report.common import make_console
 from zprof.sessions.init import COMMENTS, config_sections, discover
@@ -40,17 +39,8 @@ def init_command(target: TargetOptions, force: bool, dry_run: bool) -> None:
     if dry_run:
         console.print("(--dry-run: nothing written)")
         return
-    _write_atomically(path, text)
-    console.print(f"Written: {path}")
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(handle, "w") as file:
-            file.write(text)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+        write_text_atomically(path, text)
+    except OSError as error:
+        raise ZprofError(f"cannot write {path}: {error.strerror or error}") from error
+    console.print(f"Written: {path}")

@@ -3,8 +3,10 @@ output options, and the last step of every command: save the run, print its repo
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import datetime
@@ -15,7 +17,7 @@ import click
 from click.core import ParameterSource
 from rich.console import Console
 
-from zprof import artifact
+from zprof import artifact, registry
 from zprof.config import OPTIMIZE_MODES, ProjectConfig, load_config
 from zprof.errors import PartialRun, ZprofError
 from zprof.load.calibration import MIN_TRIAL_SECONDS
@@ -31,6 +33,18 @@ OUTPUT_ROOT = Path("zprof-out")
 _TARGET_OPTION_NAMES = tuple(f.name for f in fields(TargetOptions) if f.name != "config")
 # Options the project's zprof.toml [target] table may set, when the flag was not given.
 _CONFIGURABLE = ("exe", "build_args", "optimize", "start_command", "port", "env", "ready_timeout")
+
+
+def load_shape(target: TargetOptions, clients: int, pipeline: int) -> tuple[int, int]:
+    """--clients and --pipeline, with zprof.toml's [workload] clients and pipeline for those left at their
+    defaults: what `zprof init` found the server takes, so that no probe has to wait to find it again."""
+    context, workload = click.get_current_context(), target.config.workload
+
+    def chosen(name: str, value: int) -> int:
+        default = context.get_parameter_source(name) in (None, ParameterSource.DEFAULT)
+        return int(workload[name]) if name in workload and default else value
+
+    return chosen("clients", clients), chosen("pipeline", pipeline)
 
 
 def target_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -100,13 +114,42 @@ class Outputs:
 
     directory: Path
     json_path: Path | None
+    # The first directory on the way to `directory` that zprof made (zprof-out/ the first time): what
+    # `discard` removes when it is left empty.
+    made_from: Path | None = None
 
     @classmethod
     def prepare(cls, kind: str, directory: Path | None, json_path: Path | None) -> Outputs:
         """Checks both before anything runs; creates the directory (never an existing one)."""
-        if json_path is not None and not json_path.parent.is_dir():
-            raise ZprofError(f"cannot write --json {json_path}: {json_path.parent} is not a directory")
-        return cls(fresh_output_dir(directory, kind), json_path)
+        if json_path is not None:
+            check_writable(json_path.parent, f"--json {json_path}")
+        missing = [parent for parent in [(directory or OUTPUT_ROOT).absolute(), *(directory or OUTPUT_ROOT)
+                                         .absolute().parents] if not parent.exists()]
+        run = registry.current()  # first: a cache zprof cannot use fails before anything is made
+        made = fresh_output_dir(directory, kind)
+        run.add_output(made.absolute())
+        return cls(made, json_path, missing[-1] if missing else None)
+
+    def discard(self) -> None:
+        """Removes the run's directory (a run that measured nothing leaves nothing behind), and the
+        directories zprof made on the way to it when they are left empty."""
+        shutil.rmtree(self.directory, ignore_errors=True)
+        if self.made_from is not None:
+            for parent in self.directory.absolute().parents:
+                if not parent.is_relative_to(self.made_from):
+                    break
+                with contextlib.suppress(OSError):
+                    parent.rmdir()
+
+
+def check_writable(directory: Path, what: str) -> None:
+    """That a file can be made in `directory`, checked before any work by making one."""
+    if not directory.is_dir():
+        raise ZprofError(f"cannot write {what}: {directory} is not a directory")
+    try:
+        tempfile.TemporaryFile(dir=directory).close()
+    except OSError as error:
+        raise ZprofError(f"cannot write {what}: {directory} is not writable ({error.strerror or error})") from error
 
 
 def fresh_output_dir(path: Path | None, kind: str) -> Path:
@@ -137,22 +180,40 @@ def measure_and_report(measure: Callable[[LiveProgress], ResultT], outputs: Outp
         with LiveProgress(Console(stderr=True)) as progress:
             result = measure(progress)
     except PartialRun as partial:
-        save_and_print(finish(partial.run), outputs, console)  # type: ignore[arg-type]
+        save_and_print(_finished(finish, partial.run, outputs), outputs, console)  # type: ignore[arg-type]
         raise
     except BaseException:
         # Nothing measured (bad input, a server that never started, Ctrl-C): no half-filled run directory.
-        shutil.rmtree(outputs.directory, ignore_errors=True)
+        outputs.discard()
         raise
-    run = finish(result)
+    run = _finished(finish, result, outputs)
     save_and_print(run, outputs, console)
     return run
 
 
+def _finished(finish: Callable[[Any], Any], result: Any, outputs: Outputs) -> Any:
+    """The run with its own files written; none of them is left when that fails or is interrupted."""
+    try:
+        return finish(result)
+    except BaseException as error:
+        outputs.discard()
+        if isinstance(error, OSError):
+            raise ZprofError(f"cannot write the run's files in {outputs.directory}: {error.strerror or error}") \
+                from error
+        raise
+
+
 def save_and_print(run: Any, outputs: Outputs, console: Console) -> None:
     """Saved first: a report cut short (a closed pipe, Ctrl-C) never loses the run."""
-    artifact.write(run, outputs.directory / artifact.RUN_FILE)
-    if outputs.json_path is not None:
-        artifact.write(run, outputs.json_path)
+    try:
+        artifact.write(run, outputs.directory / artifact.RUN_FILE)
+        if outputs.json_path is not None:
+            artifact.write(run, outputs.json_path)
+    except BaseException as error:
+        outputs.discard()  # run.json is the run: a directory without it holds nothing to read
+        if isinstance(error, OSError):
+            raise ZprofError(f"cannot save the run: {error.strerror or error} ({error.filename})") from error
+        raise
     to_terminal(document_of(run), console)
     console.print(f"Run saved to {outputs.directory / artifact.RUN_FILE}"
                   + (f" and {outputs.json_path}" if outputs.json_path else "")

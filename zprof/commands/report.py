@@ -9,6 +9,7 @@ import click
 
 from zprof import artifact
 from zprof.errors import ZprofError
+from zprof.files import write_text_atomically
 from zprof.report import document_of
 from zprof.report.common import make_console
 from zprof.report.document import combined
@@ -38,6 +39,12 @@ def report_command(path: Path, output_format: str, output: Path | None) -> None:
         # The runs as saved (each was validated on reading).
         bodies = [json.loads(file.read_text()) for file, _ in runs]
         text = json.dumps(bodies[0] if len(bodies) == 1 else bodies, indent=1) + "\n"
+    elif len(runs) == 1:
+        # As the run's directory holds it: pictures by their paths there, so a report.md a command wrote
+        # into that directory comes out the same, byte for byte.
+        (file, run), = runs
+        document = document_of(run)
+        text = to_markdown(document) if output_format == "md" else to_html(document, file.parent)
     else:
         document = combined(f"zprof report {path}", [(file.parent, document_of(run)) for file, run in runs])
         text = to_markdown(document) if output_format == "md" else to_html(document)
@@ -45,6 +52,6 @@ def report_command(path: Path, output_format: str, output: Path | None) -> None:
         click.echo(text, nl=False)
     else:
         try:
-            output.write_text(text, encoding="utf-8")
+            write_text_atomically(output, text)
         except OSError as error:
             raise ZprofError(f"cannot write {output}: {error.strerror or error}") from error

@@ -21,7 +21,7 @@ from pathlib import Path
 from zprof.errors import ZprofError
 from zprof.load.driver import Workload
 from zprof.model.bench import Latency
-from zprof.procs import die_with_parent, kill_group, run_bounded
+from zprof.procs import kill_group, run_bounded, spawn
 
 # Large enough never to finish on its own: zprof stops the load.
 ENDLESS_REQUESTS = 1_000_000_000
@@ -57,10 +57,8 @@ class RedisBenchmarkLoad:
 
     def start(self) -> None:
         for argv in self._argvs:
-            self._processes.append(subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                start_new_session=True, preexec_fn=die_with_parent,
-            ))
+            self._processes.append(spawn(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.PIPE))
         time.sleep(START_CHECK_S)
         for process in self._processes:
             if process.poll() is not None:

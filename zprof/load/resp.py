@@ -7,8 +7,9 @@ import time
 from dataclasses import dataclass
 
 
-class ProtocolError(Exception):
-    pass
+class ProtocolError(ConnectionError):
+    """Bytes that are not RESP: the connection is as good as lost (so code that handles lost
+    connections handles this too)."""
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,15 @@ def encode(args: list[bytes]) -> bytes:
 
 
 def parse(buffer: bytes | bytearray, start: int = 0) -> tuple[Reply, int] | None:
-    """One reply from `buffer[start:]`, and where it ends; None if incomplete."""
+    """One reply from `buffer[start:]`, and where it ends; None if incomplete. ProtocolError for bytes
+    that are not RESP."""
+    try:
+        return _parse(buffer, start)
+    except ValueError as error:  # a length or an integer that is not a number
+        raise ProtocolError(f"not RESP: {bytes(buffer[start : start + 40])!r}") from error
+
+
+def _parse(buffer: bytes | bytearray, start: int) -> tuple[Reply, int] | None:
     line_end = buffer.find(b"\r\n", start)
     if line_end < 0:
         return None
@@ -53,13 +62,13 @@ def parse(buffer: bytes | bytearray, start: int = 0) -> tuple[Reply, int] | None
         items: list[Reply] = []
         position = after
         for _ in range(count):
-            parsed = parse(buffer, position)
+            parsed = _parse(buffer, position)
             if parsed is None:
                 return None
             item, position = parsed
             items.append(item)
         return items, position
-    raise ProtocolError(f"unexpected RESP type byte {bytes(kind)!r}")
+    raise ProtocolError(f"unexpected RESP type byte {bytes(kind)!r} in {bytes(buffer[start : start + 40])!r}")
 
 
 class SyncClient:

@@ -8,7 +8,7 @@ from zprof.model.allocs import AllocationAnalysis, AllocsRun, Flag
 from zprof.model.common import Loss
 from zprof.report.common import add_build_warnings, add_error_share, add_notes, add_title, short_path, where
 from zprof.report.document import Document, Span
-from zprof.report.units import human_bytes, size_class_label
+from zprof.units import human_bytes, size_class_label
 
 TOP_SITES = 12
 # Rows below this many per request are rounding noise in a terminal (the JSON keeps them).

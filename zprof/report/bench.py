@@ -22,7 +22,7 @@ from zprof.model.bench import (
 from zprof.model.common import RatioEstimate
 from zprof.report.common import add_build_warnings, add_notes
 from zprof.report.document import Document, Span
-from zprof.report.units import human_bytes
+from zprof.units import human_bytes
 
 STYLE = {EXCELLENT: "green", ACCEPTABLE: "yellow", UNACCEPTABLE: "bold red", UNSTABLE: "magenta", FAILED: "bold red",
          LOAD_BOUND: "magenta", INDICATIVE: "yellow"}

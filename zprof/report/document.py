@@ -63,7 +63,15 @@ class Picture:
     caption: str
 
 
-Block = Heading | Paragraph | Table | Picture
+@dataclass(frozen=True)
+class Code:
+    """Preformatted text: a code sketch, or commands to copy."""
+
+    text: str
+    language: str = ""
+
+
+Block = Heading | Paragraph | Table | Picture | Code
 
 
 @dataclass
@@ -85,6 +93,9 @@ class Document:
     def picture(self, path: str, caption: str) -> None:
         self.blocks.append(Picture(path, caption))
 
+    def code(self, text: str, language: str = "") -> None:
+        self.blocks.append(Code(text, language))
+
 
 def _cell(value: Cell) -> tuple[Line, ...]:
     if isinstance(value, str):
@@ -97,11 +108,7 @@ def _cell(value: Cell) -> tuple[Line, ...]:
 
 
 def combined(title: str, documents: list[tuple[Path, Document]]) -> Document:
-    """Several runs' documents as one (a single one keeps its title); each document's pictures are
-    found from its run's directory."""
-    if len(documents) == 1:
-        directory, document = documents[0]
-        return Document(document.title, _located(document.blocks, directory))
+    """Several runs' documents as one; each document's pictures are found from its run's directory."""
     blocks: list[Block] = []
     for directory, document in documents:
         blocks.append(Heading(document.title, 1))

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-
-import matplotlib
-from matplotlib.figure import Figure
+from typing import TYPE_CHECKING
 
 from zprof.model.memory import AFTER_FLUSH, IDLE, LOAD, WARMUP, MassifRun, MemoryRun, Verdict
 from zprof.report.allocs import add_losses
 from zprof.report.common import add_build_warnings, add_error_share, add_notes, add_title, short_name, where
 from zprof.report.document import Document, Span
-from zprof.report.units import human_bytes, signed_bytes
+from zprof.units import human_bytes, signed_bytes
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 SVG_FILE, PNG_FILE = "memory.svg", "memory.png"
 TOP_SITES = 10
@@ -31,6 +32,8 @@ TIME_UNITS = {"ms": "milliseconds", "B": "bytes allocated", "i": "instructions"}
 
 def _save(figure: Figure, out_dir: Path) -> list[Path]:
     """SVG with its text kept as text (searchable, and the phases readable by a test), and PNG."""
+    import matplotlib  # here, as Figure below: importing matplotlib slows every command's start
+
     svg, png = out_dir / SVG_FILE, out_dir / PNG_FILE
     with matplotlib.rc_context({"svg.fonttype": "none"}):
         figure.savefig(svg, format="svg")
@@ -50,6 +53,8 @@ def _unit(largest: float) -> tuple[str, int]:
 def memory_figure(run: MemoryRun) -> Figure:
     analysis = run.analysis
     samples, growth = analysis.samples, analysis.growth
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=(11, 5.5), layout="constrained")
     axes = figure.subplots()
     times = [s.time for s in samples]
@@ -201,6 +206,8 @@ def _add_pictures(document: Document, files: list[str], caption: str) -> None:
 # The massif engine ---------------------------------------------------------------
 def massif_figure(run: MassifRun) -> Figure:
     peak = run.peak
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=(11, 7), layout="constrained")
     over_time, by_site = figure.subplots(2, 1, height_ratios=(3, 2))
     unit, size = _unit(peak.heap_bytes)

@@ -57,6 +57,9 @@ _SENTENCES: dict[str, Callable[[dict[str, Any]], str]] = {
                                            "--min-trial-seconds or two intervals."),
     "flame.unknown-frames": lambda v: (f"{v['share']:.0%} of stacks end in [unknown] frames (code without frame "
                                        "pointers); try --call-graph dwarf."),
+    "validate.quick": lambda v: ("--quick: fewer requests, two trials of at least 0.5 s per command and server, no "
+                                 "p99.9, shorter recordings and 10,000 keys: a first look; run without --quick "
+                                 "before a release."),
     "flame.load-stopped": lambda v: f"The load stopped early: {v['reason']}",
     "flame.driver-for-errors": lambda v: (f"redis-benchmark stopped at an error reply from the server ({v['error']}); "
                                           "zprof's driver, which counts error replies and goes on, carried the load."),
@@ -114,6 +117,8 @@ _SENTENCES: dict[str, Callable[[dict[str, Any]], str]] = {
     "bench.config-unanswered": lambda v: ("The target never answered CONFIG GET, which redis-benchmark sends first and "
                                           "waits for: zprof's built-in driver drove both servers with "
                                           f"{v['clients']} client(s) and pipeline {v['pipeline']}."),
+    "bench.no-p999": lambda v: ("p99.9 was not measured: redis-benchmark does not report it, and this run made no "
+                                "pass of zprof's driver for it."),
     "bench.no-config": lambda v: ("The target does not answer CONFIG GET, which redis-benchmark asks at start-up: "
                                   "it warns and runs on, so nothing is lost."),
     "bench.no-dbsize": lambda v: (f"The target does not answer DBSIZE: zprof could not check that it holds the "
@@ -128,6 +133,25 @@ _SENTENCES: dict[str, Callable[[dict[str, Any]], str]] = {
                                    "only loopback: zprof's load still goes to 127.0.0.1, but others can reach it "
                                    "while it runs."),
     "target.build-mode": lambda v: _build_mode(v),
+    "baseline.error-replies": lambda v: (f"{v['command']}: {v['errors']:,} of the {v['requests']:,} requests with the "
+                                         f"shim got an error reply (the first: {v['first_error']}); its allocations "
+                                         "include the error path."),
+    "regress.other-machine": lambda v: (f"The baseline ran on another machine ({v['baseline']}; now {v['current']}): "
+                                        "absolute throughput and latency are not comparable and are not judged; "
+                                        "allocation and instruction counts and the ratio to Redis still are."),
+    "regress.other-build": lambda v: (f"The baseline was built with another {v['what']} ({v['baseline']}; now "
+                                      f"{v['current']}): absolute times and instruction counts are not comparable "
+                                      "and are not judged; allocation counts and the ratio to Redis still are."),
+    "regress.other-instruction-source": lambda v: (f"The baseline counted instructions with {v['baseline']}, this "
+                                                   f"run with {v['current']}: their counts are not comparable."),
+    "regress.other-suite": lambda v: (f"The baseline's suite ran {v['baseline'][0]:,} requests after a warm-up of "
+                                      f"{v['baseline'][1]:,}, this one {v['current'][0]:,} after {v['current'][1]:,}: "
+                                      "per-request figures that depend on how many keys a run added (retained "
+                                      "bytes, hash table growth) may differ for that reason alone."),
+    "regress.commands-not-run": lambda v: (f"Not run now, so not compared: {_names(v['commands'])} (in the "
+                                           "baseline's suite)."),
+    "regress.commands-not-in-baseline": lambda v: (f"Measured but not compared: {_names(v['commands'])} (not in the "
+                                                   "baseline)."),
     "bench.keys-lost": lambda v: (f"The {v['server']} reports {v['stored']:,} keys (DBSIZE) after {v['keys']:,} "
                                   "SETs of distinct keys, so zprof does not judge memory per key."),
 }

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table as RichTable
 from rich.text import Text
 
-from zprof.report.document import Document, Heading, Line, Paragraph, Picture, Table, plain
+from zprof.report.document import Code, Document, Heading, Line, Paragraph, Picture, Table, plain
 
 FORMATS = ("terminal", "md", "html", "json")
 
@@ -42,6 +42,8 @@ def to_terminal(document: Document, console: Console) -> None:
             for row in block.rows:
                 table.add_row(*(_text(cell) for cell in row))
             console.print(table)
+        elif isinstance(block, Code):
+            console.print(Text(block.text, style="dim"))
         # Pictures are files the run wrote; the document names them in a paragraph.
 
 
@@ -50,7 +52,12 @@ def _md_line(text_line: Line) -> str:
     parts = []
     for span in text_line:
         text = span.text.replace("|", "\\|")
-        parts.append(f"**{text}**" if "bold" in span.style and text.strip() else text)
+        if "bold" in span.style and text.strip():
+            # Markdown's emphasis must not start or end inside white space.
+            stripped = text.strip()
+            leading, trailing = text[:len(text) - len(text.lstrip())], text[len(text.rstrip()):]
+            text = f"{leading}**{stripped}**{trailing}"
+        parts.append(text)
     return "".join(parts)
 
 
@@ -71,6 +78,8 @@ def to_markdown(document: Document) -> str:
             out.append("")
         elif isinstance(block, Picture):
             out += [f"![{block.caption}]({block.path})", ""]
+        elif isinstance(block, Code):
+            out += [f"```{block.language}", block.text, "```", ""]
     return "\n".join(out).rstrip("\n") + "\n"
 
 
@@ -120,6 +129,8 @@ def to_html(document: Document, base_dir: Path | None = None) -> str:
         elif isinstance(block, Picture):
             blocks.append({"kind": "picture", "caption": block.caption, "path": block.path,
                            "embedded": _embedded(block, base_dir)})
+        elif isinstance(block, Code):
+            blocks.append({"kind": "code", "text": block.text})
     return _environment.get_template("report.html.j2").render(title=document.title, blocks=blocks)
 
 
@@ -134,4 +145,6 @@ def document_text(document: Document) -> str:
         elif isinstance(block, Table):
             lines.append(block.title)
             lines += [" ".join(plain(each) for cell in row for each in cell) for row in block.rows]
+        elif isinstance(block, Code):
+            lines.append(block.text)
     return "\n".join(lines)

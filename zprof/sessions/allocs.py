@@ -22,9 +22,22 @@ from zprof.model.allocs import AllocsRun, Keys, LoadInfo, MemoryGrowth
 from zprof.model.common import Note
 from zprof.progress import Reporter
 from zprof.server import HOST, Server
-from zprof.sessions.target import TargetOptions, build_target, probe_for, run_directory, running, server_spec
+from zprof.sessions.target import (
+    STOP_GRACE_AFTER_MEASURING_S,
+    TargetOptions,
+    build_target,
+    probe_for,
+    run_directory,
+    running,
+    server_spec,
+)
 
-LOAD_TIMEOUT_S = 600.0
+# A load run's deadline, from the work asked for: FACTOR times what it should take at the rate the warm-up
+# measured (SLOWEST_RATE requests a second before that), and never under the floor. A server that stops
+# answering is caught far sooner, by the driver's deadline on every batch.
+LOAD_DEADLINE_FLOOR_S = 600.0
+LOAD_DEADLINE_FACTOR = 10.0
+SLOWEST_RATE = 1000.0
 MAX_IDLE_WINDOW_S = 3.0
 MIN_IDLE_WINDOW_S = 0.5
 
@@ -60,6 +73,7 @@ def measure_allocs(options: AllocsOptions, progress: Reporter) -> AllocsRun:
     with run_directory("allocs") as run_dir:
         counters = ShimCounters(create_counter_file(run_dir / "counters.shm"))
         spec = server_spec(options.target, built.binary, {ENV_VAR: str(counters.path)})
+        spec.stop_timeout = STOP_GRACE_AFTER_MEASURING_S  # the counters are read before the server stops
         with running(spec, run_dir, notes) as server:
             probed = probe_for(server, [workload], options.clients, options.pipeline)
             notes.extend(probed.notes)
@@ -117,16 +131,17 @@ async def _measure(server: Server, counters: ShimCounters, options: AllocsOption
     workload, requests, warmup = options.workload, options.requests, options.warmup
     error: ZprofError | None = None
     try:
-        expected_seconds = 1.0
+        expected_seconds, warm_rate = 1.0, None
         origin = counters.settled_snapshot() if counters.attached() else None
         if warmup:
             progress.status("warm-up")
             try:
                 warm = await _run(session, workload.with_key_range(0), warmup, pipeline, server,
-                                  _counter(progress, warmup))
+                                  _counter(progress, warmup), None)
             except _Interrupted as interrupted:
                 raise interrupted.error from None
             expected_seconds = warm.seconds * requests / max(warm.requests, 1)
+            warm_rate = warm.rps or None
         if not counters.attached():
             raise ZprofError(
                 "the server never wrote to zprof's counter file: it was not built by zprof with the shim",
@@ -150,7 +165,7 @@ async def _measure(server: Server, counters: ShimCounters, options: AllocsOption
         halves = (requests // 2, requests - requests // 2)
         for half, share in enumerate(halves):
             try:
-                result.add(await _run(session, measured, share, pipeline, server, count))
+                result.add(await _run(session, measured, share, pipeline, server, count, warm_rate))
             except _Interrupted as interrupted:
                 result.add(interrupted.result)
                 error = interrupted.error
@@ -193,10 +208,11 @@ class _Interrupted(Exception):
 
 
 async def _run(session: LoadSession, workload: Workload, requests: int, pipeline: int, server: Server,
-               progress: Callable[[int], None]) -> LoadResult:
+               progress: Callable[[int], None], expected_rate: float | None) -> LoadResult:
     """One load run; a crash or a stall keeps what was measured (`_Interrupted`)."""
+    deadline = max(LOAD_DEADLINE_FLOOR_S, LOAD_DEADLINE_FACTOR * requests / (expected_rate or SLOWEST_RATE))
     try:
-        return await asyncio.wait_for(session.run(workload, requests, pipeline, progress), LOAD_TIMEOUT_S)
+        return await asyncio.wait_for(session.run(workload, requests, pipeline, progress), deadline)
     except LoadError as failure:
         if server.exited_within(1.0):
             raise _Interrupted(failure.result, server.crashed(
@@ -205,7 +221,9 @@ async def _run(session: LoadSession, workload: Workload, requests: int, pipeline
             f"{failure} after {failure.result.requests:,} of {requests:,} requests",
             detail=server.log_tail(), exit_code=EXIT_TARGET)) from failure
     except TimeoutError as timeout:
-        raise ZprofError(f"the load run did not finish within {LOAD_TIMEOUT_S:.0f} s",
+        basis = "the warm-up's rate" if expected_rate else f"{SLOWEST_RATE:g} requests a second"
+        raise ZprofError(f"the load of {requests:,} {workload.command} requests did not finish within {deadline:.0f} s "
+                         f"({LOAD_DEADLINE_FACTOR:g} times what {basis} predicts)",
                          exit_code=EXIT_TARGET) from timeout
 
 

@@ -113,6 +113,8 @@ class LoadPlan:
     warmup: int
     deadline: float | None  # seconds per redis-benchmark run; None: from the warm-up's rate
     benchmark: str | None  # the redis-benchmark executable
+    # After each redis-benchmark run, a pass of zprof's driver for p99.9, which redis-benchmark lacks.
+    p999_pass: bool = True
 
     @property
     def description(self) -> str:
@@ -150,9 +152,11 @@ def check_config_get(port: int, plan: LoadPlan) -> tuple[LoadPlan, list[Note]]:
 def load_limitations(plan: LoadPlan, commands: list[str]) -> list[Note]:
     """What the tool that made the load leaves unmeasured or blurs."""
     notes: list[Note] = []
-    if plan.tool == BENCHMARK:
+    if plan.tool == BENCHMARK and plan.p999_pass:
         notes.append(Note("bench.p999-from-driver", {"requests": P999_REQUESTS, "clients": plan.clients,
                                                      "pipeline": plan.pipeline}))
+    elif plan.tool == BENCHMARK:
+        notes.append(Note("bench.no-p999"))
     if plan.tool == DRIVER or MIX in commands:
         notes.append(Note("bench.python-driver"))
     if plan.pipeline > 1:
@@ -355,7 +359,7 @@ class AlternatingTrials:
                        f"no run lasted {self.min_trial_seconds:g} s, even with {requests:,} requests")
             return None, sent
         self.calibrated[key] = requests
-        if tool != BENCHMARK:
+        if tool != BENCHMARK or not self.plan.p999_pass:
             return measured, sent
         self.progress.status(f"{where}: p99.9 pass of zprof's driver")
         tail = self._driver_run(server, side, trial, workload, min(requests, P999_REQUESTS))
@@ -453,6 +457,7 @@ class BenchOptions:
     target_binary: Path | None  # a server run as it is, instead of one built from the project
     # Whether --start-command was given: a redis-server as the target otherwise starts like the reference.
     start_command_given: bool = False
+    p999_pass: bool = True  # see LoadPlan
 
 
 def reference_server(explicit: str | None) -> tuple[Path, str]:
@@ -519,6 +524,7 @@ def _measure(sides: tuple[Side, Side], options: BenchOptions, run_dir: Path, pro
             capabilities = probe(HOST, server.port, options.clients, max(options.pipeline, 2))
             plan, notes = plan_load(capabilities, options.clients, options.pipeline, options.requests,
                                     options.warmup, options.deadline, redis_benchmark_path())
+            plan = replace(plan, p999_pass=options.p999_pass)
             notes = start_notes(target.spec, server, Starts(), target.label) + notes
             if plan.tool == BENCHMARK:
                 plan, config_notes = check_config_get(server.port, plan)

@@ -23,6 +23,7 @@ from zprof.model.flame import CALLGRIND, PERF, FlameRun
 from zprof.progress import Reporter
 from zprof.server import HOST, ServerSpec
 from zprof.sessions.target import (
+    STOP_GRACE_AFTER_MEASURING_S,
     Probed,
     TargetOptions,
     build_target,
@@ -68,6 +69,7 @@ def record_flame(options: FlameOptions, out_dir: Path, progress: Reporter) -> Pr
     built = build_target(options.target, progress, with_shim=options.shim)
     notes: list[Note] = []
     spec = server_spec(options.target, built.binary, {})
+    spec.stop_timeout = STOP_GRACE_AFTER_MEASURING_S  # perf has finished with it by then
     with run_directory("flame") as run_dir:
         try:
             recorded = _record_under_load(options, spec, run_dir, out_dir, notes, progress, gentle=False)
@@ -136,7 +138,8 @@ def _record_under_load(options: FlameOptions, spec: ServerSpec, run_dir: Path, o
                                     out_dir / "perf.data")
         finally:
             load.stop()
-        if server.exited_within(0.5):
+        # perf stops when the server exits, so a server that died during the recording is gone by now.
+        if server.exited_within(0.1):
             error = server.crashed("exited during the recording; the profile covers the time before it")
         elif load.error is not None:
             notes.append(Note("flame.load-stopped", {"reason": load.error}))
@@ -187,11 +190,13 @@ def _callgrind(options: FlameOptions, out_dir: Path, progress: Reporter) -> Prof
 
 
 def start_background_load(port: int, probed: Probed, notes: list[Note]) -> BackgroundLoad | RedisBenchmarkLoad:
-    """redis-benchmark when the server can take it (it leaves the CPU to the server), else zprof's driver.
-    redis-benchmark stops at the first error reply, so a server that gives one gets zprof's driver, which
-    counts them."""
+    """redis-benchmark when the server can take it (it leaves the CPU to the server), else zprof's driver,
+    which also takes every load of one client. redis-benchmark stops at the first error reply, so a server
+    that gives one gets zprof's driver, which counts them."""
     capabilities = probed.capabilities
-    if redis_benchmark_path() and capabilities.concurrent_clients and capabilities.pipelining:
+    # Only a load of several clients was probed for them; redis-benchmark opens a connection of its own
+    # besides its clients, which a server that serves one connection at a time never answers.
+    if redis_benchmark_path() and probed.clients > 1 and capabilities.concurrent_clients and capabilities.pipelining:
         benchmark = RedisBenchmarkLoad(HOST, port, probed.clients, probed.workloads, probed.pipeline)
         try:
             benchmark.start()

@@ -13,8 +13,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from zprof import registry
 from zprof.builder import shim
-from zprof.builder.build import DEFAULT_OPTIMIZE, BuildRequest, BuildResult, build, cache_root
+from zprof.builder.build import DEFAULT_OPTIMIZE, BuildRequest, BuildResult, build
 from zprof.builder.project import ZigProject, load_project
 from zprof.builder.toolchain import find_zig
 from zprof.config import ProjectConfig
@@ -22,6 +23,7 @@ from zprof.errors import EXIT_TARGET, ZprofError
 from zprof.load.driver import LoadError, LoadResult, Workload, run_requests
 from zprof.load.probe import PROBE_TIMEOUT_S, Capabilities, check_command, probe, rejection
 from zprof.model.common import Note, TargetInfo
+from zprof.paths import cache_dir
 from zprof.progress import Reporter
 from zprof.server import HOST, Server, ServerSpec, Starts, fresh_server
 
@@ -73,6 +75,11 @@ def build_target(options: TargetOptions, progress: Reporter, *, with_shim: bool,
     return Built(project, build(request))
 
 
+# How long a server may take to exit on SIGTERM once everything was read from it, before SIGKILL: a
+# server that ignores SIGTERM (Zoltraak waits in accept) costs half a second, not the default five.
+STOP_GRACE_AFTER_MEASURING_S = 0.5
+
+
 def server_spec(options: TargetOptions, binary: Path, env: dict[str, str]) -> ServerSpec:
     """How to start the server: the start command, its arguments and environment, on which port."""
     if "{binary}" not in options.start_command:
@@ -104,14 +111,16 @@ def parse_env(pairs: tuple[str, ...]) -> list[tuple[str, str]]:
 
 @contextmanager
 def run_directory(kind: str) -> Iterator[Path]:
-    """A private directory for one run's server, log and counters; removed afterwards."""
-    runs = cache_root() / "runs"
-    runs.mkdir(parents=True, exist_ok=True)
-    path = Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=runs))
+    """A private directory (mode 0700) for one run's server, log and counters; removed afterwards, or by
+    the next zprof run when this one was killed (zprof.registry)."""
+    run = registry.current()
+    path = Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=cache_dir("runs")))
+    run.add_directory(path)
     try:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+        run.remove_directory(path)
 
 
 @dataclass(frozen=True)
@@ -130,7 +139,18 @@ def probe_for(server: Server, workloads: list[Workload], clients: int, pipeline:
               timeout: float = PROBE_TIMEOUT_S, *, explicit: bool = True) -> Probed:
     """Probes the server before any load, and sends each workload's request once. A request the
     server answers with an error is bad input when the user named the command (`explicit`);
-    in a mixed workload the command is dropped with a note, and only an empty workload fails."""
+    in a mixed workload the command is dropped with a note, and only an empty workload fails. A server
+    that crashed on a probe is the target's failure (exit 1), whatever the probe concluded."""
+    try:
+        return _probe_for(server, workloads, clients, pipeline, timeout, explicit)
+    except ZprofError as error:
+        if server.exited_within(0.5):
+            raise server.crashed(f"crashed while zprof probed it ({error.message})") from error
+        raise
+
+
+def _probe_for(server: Server, workloads: list[Workload], clients: int, pipeline: int, timeout: float,
+               explicit: bool) -> Probed:
     capabilities = probe(HOST, server.port, clients, pipeline, timeout=timeout)
     if explicit:
         for workload in workloads:
@@ -184,3 +204,8 @@ def run_fixed(server: Server, workloads: list[Workload], requests: int, probed: 
         if server.exited_within(1.0):
             raise server.crashed(f"crashed after {failure.result.requests:,} requests") from failure
         raise ZprofError(str(failure), detail=server.log_tail(), exit_code=EXIT_TARGET) from failure
+    except OSError as failure:  # refused at connect: the server went away after its probes
+        if server.exited_within(1.0):
+            raise server.crashed("crashed before the first request") from failure
+        raise ZprofError(f"cannot connect to the server: {failure}", detail=server.log_tail(),
+                         exit_code=EXIT_TARGET) from failure

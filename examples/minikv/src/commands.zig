@@ -9,6 +9,7 @@ const Allocator = std.mem.Allocator;
 const Writer = std.Io.Writer;
 
 const resp = @import("resp.zig");
+const debug = @import("debug.zig");
 const defects = @import("defects.zig");
 const Keyspace = @import("keyspace.zig").Keyspace;
 const End = @import("keyspace.zig").End;
@@ -79,6 +80,7 @@ const implemented = [_]Command{
     .{ .name = "CONFIG", .arity = -2, .handler = config },
     .{ .name = "COMMAND", .arity = -1, .handler = command },
     .{ .name = "SHUTDOWN", .arity = -1, .handler = shutdown },
+    .{ .name = "DEBUG", .arity = -2, .handler = debug.command },
 };
 
 /// Redis commands minikv knows by name but does not implement. A real server's

@@ -27,6 +27,20 @@ pub const Fault = enum {
 
 pub const Set = std.EnumSet(Fault);
 
+/// Faults that strike after a number of requests, counted over all clients,
+/// each set with its own option and a count.
+pub const Limits = struct {
+    /// `--crash-after N`: the request after the Nth aborts the process (SIGABRT).
+    crash_after: ?u64 = null,
+    /// `--hang-after N`: the request after the Nth, and every later one, never
+    /// gets a reply: its connection's thread blocks for good, as on a lock
+    /// nobody releases, while the process lives on.
+    hang_after: ?u64 = null,
+};
+
+/// What becomes of one request.
+pub const Action = enum { execute, fail, crash, hang };
+
 /// More than zprof's probes send, far less than a second of load.
 pub const garble_after = 1000;
 pub const garble_byte = "w";
@@ -40,10 +54,13 @@ pub const Traffic = struct {
     /// Clients connected now.
     clients: std.atomic.Value(u32) = .init(0),
 
-    /// Counts one request; true when `sporadic-errors` makes it fail.
-    pub fn countRequest(traffic: *Traffic, faults: Set) bool {
+    /// Counts one request and says what becomes of it.
+    pub fn countRequest(traffic: *Traffic, faults: Set, limits: Limits) Action {
         const executed = traffic.requests.fetchAdd(1, .monotonic) + 1;
-        return faults.contains(.sporadic_errors) and executed % sporadic_error_interval == 0;
+        if (limits.crash_after) |after| if (executed > after) return .crash;
+        if (limits.hang_after) |after| if (executed > after) return .hang;
+        if (faults.contains(.sporadic_errors) and executed % sporadic_error_interval == 0) return .fail;
+        return .execute;
     }
 
     /// Whether `garble-under-load` garbles the batch about to be sent.
@@ -58,12 +75,22 @@ test "sporadic errors come every interval, garbling only with company after the 
     var traffic: Traffic = .{};
     const both: Set = .initFull();
     var failed: usize = 0;
-    for (0..garble_after) |_| failed += @intFromBool(traffic.countRequest(both));
+    for (0..garble_after) |_| failed += @intFromBool(traffic.countRequest(both, .{}) == .fail);
     try std.testing.expectEqual(garble_after / sporadic_error_interval, failed);
     try std.testing.expect(!traffic.garbles(both));
     _ = traffic.clients.fetchAdd(2, .monotonic);
     try std.testing.expect(traffic.garbles(both));
     try std.testing.expect(!traffic.garbles(.initEmpty()));
     var quiet: Traffic = .{};
-    try std.testing.expect(!quiet.countRequest(.initEmpty()));
+    try std.testing.expectEqual(.execute, quiet.countRequest(.initEmpty(), .{}));
+}
+
+test "crash and hang come after their count of requests, crash first when both are due" {
+    var traffic: Traffic = .{};
+    for (0..3) |_| try std.testing.expectEqual(.execute, traffic.countRequest(.initEmpty(), .{ .hang_after = 3, .crash_after = 5 }));
+    try std.testing.expectEqual(.hang, traffic.countRequest(.initEmpty(), .{ .hang_after = 3, .crash_after = 5 }));
+    try std.testing.expectEqual(.hang, traffic.countRequest(.initEmpty(), .{ .hang_after = 3, .crash_after = 5 }));
+    try std.testing.expectEqual(.crash, traffic.countRequest(.initEmpty(), .{ .hang_after = 3, .crash_after = 5 }));
+    var zero: Traffic = .{};
+    try std.testing.expectEqual(.crash, zero.countRequest(.initEmpty(), .{ .crash_after = 0 }));
 }

@@ -2,6 +2,7 @@
 //! zprof. It serves on 127.0.0.1 only.
 //!
 //!     minikv [--port N] [--scratch arena|fba|stack-fallback] [--defect NAME]... [--fault NAME]...
+//!            [--crash-after N] [--hang-after N]
 
 const std = @import("std");
 const posix = std.posix;
@@ -22,9 +23,10 @@ const Options = struct {
     scratch: Scratch = .arena,
     defects: defects.Set = .initEmpty(),
     faults: faults.Set = .initEmpty(),
+    limits: faults.Limits = .{},
 };
 
-const OptionsError = error{ UnknownFlag, MissingValue, InvalidPort, UnknownDefect, UnknownFault, UnknownScratch, HelpRequested };
+const OptionsError = error{ UnknownFlag, MissingValue, InvalidPort, InvalidCount, UnknownDefect, UnknownFault, UnknownScratch, HelpRequested };
 
 /// Parses the arguments after the program name. On error, `bad_arg` is the
 /// argument to blame in the message.
@@ -36,7 +38,7 @@ fn parseOptions(args: []const [:0]const u8, bad_arg: *[]const u8) OptionsError!O
         bad_arg.* = flag;
         if (std.mem.eql(u8, flag, "--help") or std.mem.eql(u8, flag, "-h")) return error.HelpRequested;
 
-        const Flag = enum { port, scratch, defect, fault };
+        const Flag = enum { port, scratch, defect, fault, crash_after, hang_after };
         if (!std.mem.startsWith(u8, flag, "--")) return error.UnknownFlag;
         const which = flags.parse(Flag, flag[2..]) orelse return error.UnknownFlag;
         i += 1;
@@ -49,12 +51,14 @@ fn parseOptions(args: []const [:0]const u8, bad_arg: *[]const u8) OptionsError!O
             .scratch => options.scratch = Scratch.fromFlagName(value) orelse return error.UnknownScratch,
             .defect => options.defects.insert(defects.Defect.fromFlagName(value) orelse return error.UnknownDefect),
             .fault => options.faults.insert(faults.Fault.fromFlagName(value) orelse return error.UnknownFault),
+            .crash_after => options.limits.crash_after = std.fmt.parseInt(u64, value, 10) catch return error.InvalidCount,
+            .hang_after => options.limits.hang_after = std.fmt.parseInt(u64, value, 10) catch return error.InvalidCount,
         }
     }
     return options;
 }
 
-const usage = "usage: minikv [--port N] [--scratch arena|fba|stack-fallback] [--defect NAME]... [--fault NAME]...";
+const usage = "usage: minikv [--port N] [--scratch arena|fba|stack-fallback] [--defect NAME]... [--fault NAME]... [--crash-after N] [--hang-after N]";
 
 /// Reports a bad command line on one line of stderr and exits with status 2.
 fn exitUsageError(err: OptionsError, bad_arg: []const u8) noreturn {
@@ -70,6 +74,7 @@ fn exitUsageError(err: OptionsError, bad_arg: []const u8) noreturn {
         error.UnknownFlag => std.debug.print("minikv: unknown flag '{s}' ({s})\n", .{ bad_arg, usage }),
         error.MissingValue => std.debug.print("minikv: {s} needs a value ({s})\n", .{ bad_arg, usage }),
         error.InvalidPort => std.debug.print("minikv: invalid port '{s}' (expected 0-65535)\n", .{bad_arg}),
+        error.InvalidCount => std.debug.print("minikv: invalid count '{s}' (expected a number of requests)\n", .{bad_arg}),
         error.UnknownScratch => {
             std.debug.print("minikv: unknown scratch '{s}' (known:", .{bad_arg});
             flags.printAll(Scratch);
@@ -150,7 +155,7 @@ pub fn main() void {
         std.process.exit(1);
     };
 
-    var server: Server = .init(gpa, options.defects, options.faults, options.scratch);
+    var server: Server = .init(gpa, options.defects, options.faults, options.limits, options.scratch);
     std.debug.print("minikv listening on 127.0.0.1:{d}\n", .{listener.listen_address.getPort()});
     server.acceptLoop(&listener);
 }
@@ -163,6 +168,7 @@ test {
     _ = @import("faults.zig");
     _ = @import("flags.zig");
     _ = @import("server.zig");
+    _ = @import("debug.zig");
 }
 
 const testing = std.testing;
@@ -183,6 +189,10 @@ test "options: defaults, port, repeated defects and faults" {
 
     const faulty = try parseOptions(&.{ "--fault", "garble-under-load", "--fault", "sporadic-errors" }, &bad_arg);
     try testing.expectEqual(2, faulty.faults.count());
+    try testing.expectEqual(faults.Limits{}, faulty.limits);
+
+    const limited = try parseOptions(&.{ "--crash-after", "20000", "--hang-after", "0" }, &bad_arg);
+    try testing.expectEqual(faults.Limits{ .crash_after = 20000, .hang_after = 0 }, limited.limits);
 }
 
 test "options: errors name the offending argument" {
@@ -198,4 +208,8 @@ test "options: errors name the offending argument" {
     try testing.expectEqualStrings("pool", bad_arg);
     try testing.expectError(error.UnknownFault, parseOptions(&.{ "--fault", "garble" }, &bad_arg));
     try testing.expectError(error.UnknownFlag, parseOptions(&.{"-port"}, &bad_arg));
+    try testing.expectError(error.InvalidCount, parseOptions(&.{ "--crash-after", "many" }, &bad_arg));
+    try testing.expectEqualStrings("many", bad_arg);
+    try testing.expectError(error.InvalidCount, parseOptions(&.{ "--hang-after", "-5" }, &bad_arg));
+    try testing.expectError(error.MissingValue, parseOptions(&.{"--hang-after"}, &bad_arg));
 }

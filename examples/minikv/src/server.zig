@@ -64,6 +64,7 @@ pub const Server = struct {
     gpa: Allocator,
     defects: defects.Set,
     faults: faults.Set,
+    limits: faults.Limits,
     scratch: Scratch,
     traffic: faults.Traffic = .{},
     /// Guards `keyspace` and `audit_log`; held for the duration of each command.
@@ -71,11 +72,12 @@ pub const Server = struct {
     keyspace: Keyspace,
     audit_log: defects.AuditLog = .{},
 
-    pub fn init(gpa: Allocator, enabled_defects: defects.Set, enabled_faults: faults.Set, scratch: Scratch) Server {
+    pub fn init(gpa: Allocator, enabled_defects: defects.Set, enabled_faults: faults.Set, limits: faults.Limits, scratch: Scratch) Server {
         return .{
             .gpa = gpa,
             .defects = enabled_defects,
             .faults = enabled_faults,
+            .limits = limits,
             .scratch = scratch,
             .keyspace = .init(gpa),
         };
@@ -117,6 +119,11 @@ pub const Server = struct {
         std.process.exit(0);
     }
 };
+
+/// `--hang-after`: this connection never answers again; the process lives on.
+fn hang() noreturn {
+    while (true) std.Thread.sleep(std.time.ns_per_hour);
+}
 
 /// Thread entry point: owns `stream` and closes it when the client goes away.
 fn runConnection(server: *Server, stream: std.net.Stream) void {
@@ -232,9 +239,17 @@ const Connection = struct {
             const request = parsed orelse break; // the rest has not arrived yet
             consumed += request.len;
             if (request.args.len == 0) continue;
-            if (server.traffic.countRequest(server.faults)) {
-                try conn.output.writer.writeAll(faults.sporadic_error_reply);
-                continue;
+            switch (server.traffic.countRequest(server.faults, server.limits)) {
+                .execute => {},
+                .fail => {
+                    try conn.output.writer.writeAll(faults.sporadic_error_reply);
+                    continue;
+                },
+                .crash => {
+                    std.debug.print("minikv: crashing after {d} requests (--crash-after)\n", .{server.limits.crash_after.?});
+                    posix.abort();
+                },
+                .hang => hang(),
             }
 
             var ctx: commands.Context = .{

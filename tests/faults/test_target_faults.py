@@ -1,0 +1,137 @@
+"""Faults of the target: a server that crashes or hangs under load, never answers, answers garbage, answers
+only the first pipelined command, serves one connection at a time, or loses its port to another program."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import MINIKV
+from tests.faults.conftest import FAKE_SERVERS, assert_clean
+
+SMALL_ALLOCS = ("--requests", "100000", "--warmup", "2000")
+SMALL_BENCH = ("--commands", "SET,GET", "--trials", "1", "--requests", "500", "--warmup", "50", "--keys", "0",
+               "--min-trial-seconds", "0.1", "--deadline", "3")
+
+
+def fake(fault: str) -> tuple[str, ...]:
+    """A Python server with one fault, started by zprof in place of the built one."""
+    return ("--start-command", f"{sys.executable} {FAKE_SERVERS} {fault} --port {{port}} --binary {{binary}}")
+
+
+def fake_target(fault: str) -> tuple[str, ...]:
+    """The same, as bench's target (run as it is, not built)."""
+    return ("--target-binary", sys.executable, "--start-command", f"{{binary}} {FAKE_SERVERS} {fault} --port {{port}}")
+
+
+def test_the_server_crashes_mid_load(faults, minikv_digest, tmp_path):
+    output = tmp_path / "out"
+    zprof, done = faults.run("allocs", "SET", "--project", str(MINIKV), *SMALL_ALLOCS, "--server-args",
+                             "--crash-after 20000", "--output", str(output))
+    assert_clean(zprof, done, 1, "crashed after", "SIGABRT", "crashing after 20000 requests (--crash-after)",
+                 project=MINIKV, digest=minikv_digest, output=output, partial=True)
+    run = json.loads((output / "run.json").read_text())
+    assert 0 < run["requests"] < 50_000
+
+
+def test_the_server_hangs_mid_load(faults, minikv_digest, tmp_path):
+    output = tmp_path / "out"
+    zprof, done = faults.run("allocs", "SET", "--project", str(MINIKV), *SMALL_ALLOCS, "--server-args",
+                             "--hang-after 20000", "--output", str(output))
+    assert_clean(zprof, done, 1, "the server stopped answering (no reply within 10 s) after",
+                 project=MINIKV, digest=minikv_digest, output=output, partial=True)
+
+
+def test_the_server_never_answers_ping(faults, minikv_digest, tmp_path):
+    output = tmp_path / "out"
+    zprof, done = faults.run("allocs", "GET", "--project", str(MINIKV), *fake("silent"), "--ready-timeout", "3",
+                             "--output", str(output))
+    assert_clean(zprof, done, 1, "did not answer PING", "within 3 s", project=MINIKV, digest=minikv_digest,
+                 output=output, binaries=(str(FAKE_SERVERS),))
+
+
+@pytest.mark.parametrize("command", ["allocs", "flame", "bench"])
+def test_the_server_answers_garbage(faults, minikv_digest, tmp_path, command):
+    output = tmp_path / "out"
+    target = fake_target("garbage") if command == "bench" else ("--project", str(MINIKV), *fake("garbage"))
+    extra = {"allocs": ("GET",), "flame": ("--command", "GET", "--duration", "1"), "bench": SMALL_BENCH}[command]
+    zprof, done = faults.run(command, *extra, *target, "--output", str(output))
+    assert_clean(zprof, done, 1, "answered PING", "with bytes that are not RESP", "HTTP/1.1 400",
+                 project=MINIKV, digest=minikv_digest, output=output, binaries=(str(FAKE_SERVERS),))
+
+
+@pytest.mark.parametrize(("fault", "limitation", "clients", "pipeline"), [
+    ("drops-pipelined", "answers only the first of pipelined commands", 50, 1),
+    ("one-at-a-time", "serves one connection at a time", 1, 1),
+])
+def test_a_server_that_cannot_take_the_load_is_driven_as_it_can(faults, tmp_path, fault, limitation, clients,
+                                                                 pipeline):
+    output = tmp_path / "out"
+    zprof, done = faults.run("bench", *fake_target(fault), *SMALL_BENCH, "--output", str(output))
+    assert_clean(zprof, done, 0, limitation, binaries=(str(FAKE_SERVERS),))
+    settings = json.loads((output / "run.json").read_text())["settings"]
+    assert (settings["tool"], settings["clients"], settings["pipeline"]) == ("zprof", clients, pipeline)
+
+
+class PortThief:
+    """Serves port_thief.py: takes the first port it is told of (listening on it until closed), and lets
+    every later one be."""
+
+    def __init__(self, path: Path) -> None:
+        self.listener = socket.socket(socket.AF_UNIX)
+        self.listener.bind(str(path))
+        self.listener.listen()
+        self.ports: list[int] = []
+        self.taken: socket.socket | None = None
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:  # closed
+                return
+            with connection:
+                port = int(connection.recv(16))
+                if not self.ports:
+                    self.taken = socket.socket()
+                    self.taken.bind(("127.0.0.1", port))
+                    self.taken.listen()
+                self.ports.append(port)
+                connection.sendall(b"go")
+
+    def close(self) -> None:
+        self.listener.close()
+        self.thread.join(10)
+        if self.taken is not None:
+            self.taken.close()
+
+
+def test_the_port_is_taken_between_choosing_and_binding(faults, minikv_digest, tmp_path):
+    thief = PortThief(tmp_path / "thief.sock")
+    try:
+        thief_script = Path(__file__).with_name("port_thief.py")
+        start = f"{sys.executable} {thief_script} {tmp_path / 'thief.sock'} {{binary}} {{port}}"
+        output = tmp_path / "out"
+        zprof, done = faults.run("allocs", "GET", "--project", str(MINIKV), "--requests", "2000",
+                                 "--start-command", start, "--output", str(output))
+    finally:
+        thief.close()
+    assert_clean(zprof, done, 0, project=MINIKV, digest=minikv_digest)
+    # The first server found its port taken and exited; zprof started the next one on another port.
+    assert len(thief.ports) == 2 and thief.ports[0] != thief.ports[1], thief.ports
+    assert json.loads((output / "run.json").read_text())["complete"] is True
+
+
+def test_the_server_refuses_its_arguments(faults, minikv_digest, tmp_path):
+    output = tmp_path / "out"
+    zprof, done = faults.run("allocs", "GET", "--project", str(MINIKV), "--server-args", "--no-such-flag",
+                             "--output", str(output))
+    assert_clean(zprof, done, 1, "exited before it answered PING (exit status 2)", "unknown flag '--no-such-flag'",
+                 project=MINIKV, digest=minikv_digest, output=output)
