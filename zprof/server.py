@@ -10,7 +10,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +64,9 @@ class ServerSpec:
     port: int | None = None
     ready_timeout: float = READY_TIMEOUT_S
     stop_timeout: float = STOP_TIMEOUT_S
+    # Run before every start, a restart after a crash included: what a start must find fresh (the shim's
+    # counter file, which the first process to attach owns, and whose counts would hold the crashed one's).
+    before_start: Callable[[], object] | None = None
 
     def argv(self, port: int) -> list[str]:
         """The start command split into arguments as a shell would, then {binary} and {port} filled in
@@ -249,6 +252,8 @@ def fresh_server(spec: ServerSpec, run_dir: Path, starts: Starts, label: str = "
         server = Server(spec, run_dir)
         starts.starts += 1
         try:
+            if spec.before_start is not None:
+                spec.before_start()
             server.start()
         except ZprofError as error:
             if _lost_its_port(spec, server) and port_losses + 1 < PORT_ATTEMPTS:

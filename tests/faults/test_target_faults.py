@@ -135,3 +135,20 @@ def test_the_server_refuses_its_arguments(faults, minikv_digest, tmp_path):
                              "--output", str(output))
     assert_clean(zprof, done, 1, "exited before it answered PING (exit status 2)", "unknown flag '--no-such-flag'",
                  project=MINIKV, digest=minikv_digest, output=output)
+
+
+def test_a_server_that_crashes_at_start_up_is_counted_after_its_restart(faults, minikv_digest, tmp_path):
+    """The first start attaches to the shim's counter file and crashes on its first request (PING); zprof
+    starts it again, with a fresh counter file: the restarted server counts, not a file the dead one owned."""
+    marker = tmp_path / "started-once"
+    start = ("sh -c 'if [ -e \"$2\" ]; then exec \"$0\" --port \"$1\"; fi; : > \"$2\"; "
+             f"exec \"$0\" --port \"$1\" --crash-after 0' {{binary}} {{port}} {marker}")
+    output = tmp_path / "out"
+    zprof, done = faults.run("allocs", "SET", "--project", str(MINIKV), "--requests", "2000", "--warmup", "500",
+                             "--start-command", start, "--output", str(output))
+    assert_clean(zprof, done, 0, "crashed during start-up, before it answered PING, in 1 of 2 starts",
+                 project=MINIKV, digest=minikv_digest)
+    run = json.loads((output / "run.json").read_text())
+    # minikv's SET allocates in its arena and its GPA on every request; a file the dead process held counts none.
+    assert run["analysis"]["per_request"]["allocs"] >= 1.0
+    assert {layer["layer"] for layer in run["analysis"]["by_layer"]} >= {"arena", "debug/GPA"}

@@ -73,6 +73,7 @@ def measure_allocs(options: AllocsOptions, progress: Reporter) -> AllocsRun:
     with run_directory("allocs") as run_dir:
         counters = ShimCounters(create_counter_file(run_dir / "counters.shm"))
         spec = server_spec(options.target, built.binary, {ENV_VAR: str(counters.path)})
+        spec.before_start = lambda: create_counter_file(counters.path)  # a fresh file for a restart
         spec.stop_timeout = STOP_GRACE_AFTER_MEASURING_S  # the counters are read before the server stops
         with running(spec, run_dir, notes) as server:
             probed = probe_for(server, [workload], options.clients, options.pipeline)

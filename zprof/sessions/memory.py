@@ -106,6 +106,7 @@ def measure_memory(options: MemoryOptions, progress: Reporter) -> MemoryRun:
     with run_directory("memory") as run_dir:
         counters = ShimCounters(create_counter_file(run_dir / "counters.shm"))
         spec = server_spec(options.target, built.binary, {ENV_VAR: str(counters.path)})
+        spec.before_start = lambda: create_counter_file(counters.path)  # a fresh file for a restart
         with running(spec, run_dir, notes) as server:
             probed = probe_for(server, workloads, options.clients, options.pipeline, explicit=not options.mixed)
             notes.extend(probed.notes)
