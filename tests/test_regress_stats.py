@@ -443,3 +443,13 @@ def test_an_event_perf_cannot_count_is_said_with_the_reason():
 def test_tests_use_no_real_project_store():
     # The store helpers take the project root they are given; nothing here wrote into the checkout.
     assert not (Path(__file__).resolve().parents[1] / "examples" / "minikv" / ".zprof").exists()
+
+
+def test_a_ratio_under_the_floor_in_the_baseline_too_is_compared_not_blocked():
+    """The floor blocks a change that puts a command under 70% of Redis; a command that was under it in
+    the baseline already is compared with the baseline, and the row says it is still under."""
+    steady = assess_redis_ratio("SET", trial_pairs([0.45, 0.46, 0.44]), trial_pairs([0.45, 0.44, 0.46]), DEFAULTS)
+    check = assess_noisy(steady, DEFAULTS)
+    assert check.assessment == NONE and "under 70% of Redis, as in the baseline" in check.basis
+    fallen = assess_redis_ratio("SET", trial_pairs([0.45, 0.46, 0.44]), trial_pairs([0.20, 0.21, 0.20]), DEFAULTS)
+    assert assess_noisy(fallen, DEFAULTS).assessment == REGRESSION

@@ -142,6 +142,7 @@ class NoisyComparison:
     current: Samples
     higher_is_better: bool
     shown: tuple[float | None, float | None] | None = None
+    remark: str | None = None  # said after the basis of the assessment, whatever it is
 
     def unsteady(self, thresholds: RegressThresholds) -> list[str]:
         return [why for side, samples in (("baseline", self.baseline), ("current", self.current))
@@ -189,6 +190,8 @@ def assess_noisy(comparison: NoisyComparison, thresholds: RegressThresholds, p: 
         adjusted = p
 
     def check(assessment: str, basis: str) -> Check:
+        if comparison.remark:
+            basis = f"{basis}; {comparison.remark}"
         return Check(comparison.command, comparison.metric, comparison.unit, before, after, _rounded(change),
                      assessment, basis, _rounded(p, 6), _rounded(adjusted, 6) if tests > 1 else None)
 
@@ -333,9 +336,10 @@ NOISY_METRICS: tuple[tuple[str, str, Callable[[TrialSample], float | None], bool
 
 def assess_redis_ratio(command: str, baseline: NoisySignals | None, current: NoisySignals,
                        thresholds: RegressThresholds) -> Check | NoisyComparison:
-    """Under the floor (70% of Redis' throughput) blocks, unless the trials were too unsteady to say
-    and the 95% interval reaches the floor; otherwise the ratio is compared with the baseline's like
-    any noisy figure. The ratio shown is the geometric mean over the trials' pairs (`paired_ratio`)."""
+    """Falling under the floor (70% of Redis' throughput) blocks, unless the trials were too unsteady to
+    say and the 95% interval reaches the floor; otherwise, and when the baseline was under the floor
+    already (the change did not put it there), the ratio is compared with the baseline's like any noisy
+    figure. The ratio shown is the geometric mean over the trials' pairs (`paired_ratio`)."""
     metric, floor = "throughput % of Redis", thresholds.redis_floor_percent
     now, estimate = _ratios(current), _estimate(current)
     before = baseline if baseline is not None and baseline.redis else None
@@ -343,6 +347,9 @@ def assess_redis_ratio(command: str, baseline: NoisySignals | None, current: Noi
     change = _rounded(change_percent(base_value, estimate.percent if estimate else None))
     if estimate is None:
         return Check(command, metric, "%", base_value, None, None, UNMEASURED, "no trial where both servers ran")
+    if before is not None and base_value is not None and base_value < floor and estimate.percent < floor:
+        return NoisyComparison(command, metric, "%", _ratios(before), now, True, (base_value, estimate.percent),
+                               remark=f"under {floor:g}% of Redis, as in the baseline")
     if estimate.percent < floor:
         interval = f" (95% CI {estimate.ci95[0]:.0f}-{estimate.ci95[1]:.0f}%)" if estimate.ci95 else ""
         unsteady = _unsteady("current", now, thresholds)

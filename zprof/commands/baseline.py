@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import click
 from rich.console import Console
 
-from zprof.commands.options import fresh_output_dir, min_trial_seconds_option, target_options
+from zprof.commands.options import fresh_output_dir, suite_options, target_options
 from zprof.config import load_config
 from zprof.errors import ZprofError
 from zprof.progress import LiveProgress
@@ -34,36 +31,6 @@ from zprof.sessions.baseline import (
 from zprof.sessions.target import TargetOptions
 
 PROJECT_HELP = "The Zig project whose baselines these are (a directory with build.zig)."
-
-
-def suite_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """--commands, --requests, --trials, --against and --min-trial-seconds, left None when not given
-    (zprof.toml's [baseline] table, or the baseline's own suite, fills them in)."""
-
-    @functools.wraps(command)
-    def with_suite(**kwargs: Any) -> Any:
-        listed = kwargs.pop("command_list")
-        kwargs["commands"] = ([name.strip().upper() for name in listed.split(",") if name.strip()] or None
-                              if listed is not None else None)
-        if listed is not None and not kwargs["commands"]:
-            raise ZprofError("--commands is empty")
-        return command(**kwargs)
-
-    decorators = [
-        click.option("--commands", "command_list", default=None, metavar="CMD,CMD",
-                     help="The suite's commands (default: [baseline] commands in zprof.toml, else SET,GET,HSET,ZADD "
-                          "among those the server answers)."),
-        click.option("--requests", default=None, type=click.IntRange(1, 10_000_000),
-                     help="Requests per command with the shim and under the instruction counter (default 2000)."),
-        click.option("--trials", default=None, type=click.IntRange(0, 100),
-                     help="Calibrated trials per command for throughput and latency; 0: none (default 5)."),
-        click.option("--against", type=click.Choice(["redis", "none"]), default=None,
-                     help="redis: run redis-server in the same trials, for the ratio to Redis."),
-    ]
-    with_suite = min_trial_seconds_option(with_suite)
-    for decorator in reversed(decorators):
-        with_suite = decorator(with_suite)
-    return with_suite
 
 
 @click.group("baseline")

@@ -218,3 +218,33 @@ def save_and_print(run: Any, outputs: Outputs, console: Console) -> None:
     console.print(f"Run saved to {outputs.directory / artifact.RUN_FILE}"
                   + (f" and {outputs.json_path}" if outputs.json_path else "")
                   + f" (zprof report {outputs.directory} prints it again)", soft_wrap=True)
+
+
+def suite_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--commands, --requests, --trials, --against and --min-trial-seconds, left None when not given
+    (zprof.toml's [baseline] table, or the baseline's own suite, fills them in)."""
+
+    @functools.wraps(command)
+    def with_suite(**kwargs: Any) -> Any:
+        listed = kwargs.pop("command_list")
+        kwargs["commands"] = ([name.strip().upper() for name in listed.split(",") if name.strip()] or None
+                              if listed is not None else None)
+        if listed is not None and not kwargs["commands"]:
+            raise ZprofError("--commands is empty")
+        return command(**kwargs)
+
+    decorators = [
+        click.option("--commands", "command_list", default=None, metavar="CMD,CMD",
+                     help="The suite's commands (default: [baseline] commands in zprof.toml, else SET,GET,HSET,ZADD "
+                          "among those the server answers)."),
+        click.option("--requests", default=None, type=click.IntRange(1, 10_000_000),
+                     help="Requests per command with the shim and under the instruction counter (default 2000)."),
+        click.option("--trials", default=None, type=click.IntRange(0, 100),
+                     help="Calibrated trials per command for throughput and latency; 0: none (default 5)."),
+        click.option("--against", type=click.Choice(["redis", "none"]), default=None,
+                     help="redis: run redis-server in the same trials, for the ratio to Redis."),
+    ]
+    with_suite = min_trial_seconds_option(with_suite)
+    for decorator in reversed(decorators):
+        with_suite = decorator(with_suite)
+    return with_suite

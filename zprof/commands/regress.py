@@ -12,8 +12,7 @@ import click
 from rich.console import Console
 
 from zprof import artifact
-from zprof.commands.baseline import suite_options
-from zprof.commands.options import target_options
+from zprof.commands.options import suite_options, target_options
 from zprof.errors import ZprofError
 from zprof.files import write_text_atomically
 from zprof.progress import LiveProgress
