@@ -453,3 +453,11 @@ def test_a_ratio_under_the_floor_in_the_baseline_too_is_compared_not_blocked():
     assert check.assessment == NONE and "under 70% of Redis, as in the baseline" in check.basis
     fallen = assess_redis_ratio("SET", trial_pairs([0.45, 0.46, 0.44]), trial_pairs([0.20, 0.21, 0.20]), DEFAULTS)
     assert assess_noisy(fallen, DEFAULTS).assessment == REGRESSION
+
+
+def test_a_baseline_not_above_the_floor_beyond_doubt_does_not_make_a_fall_under_it():
+    """A baseline at 73% of Redis whose trials spread from 55% to 95%: its interval reaches under 70%,
+    so 57% now is not a fall under the floor, only a comparison with the baseline."""
+    wide = assess_redis_ratio("GET", trial_pairs([0.55, 0.73, 0.95]), trial_pairs([0.56, 0.57, 0.58]), DEFAULTS)
+    assert isinstance(wide, NoisyComparison)
+    assert "the baseline's interval reached under it" in assess_noisy(wide, DEFAULTS).basis
