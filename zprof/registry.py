@@ -104,10 +104,11 @@ def marked(run_id: str) -> list[ProcessId]:
 def leftovers(run_id: str, recorded: Iterable[ProcessId]) -> list[ProcessId]:
     """What still runs of what a run started: the processes it recorded, every process of their process
     groups, and every process that carries its mark (some programs, redis-server among them, write their
-    title over their environment). A recorded group counts while its id names the recorded process or no
-    process at all: the kernel never gives a new process the id of a group that still has members."""
+    title over their environment). A recorded group counts only while its id names the recorded process
+    (running, or exited and not yet reaped): once the leader is gone its id is free, and a new process may
+    lead a group of that id (pids wrap at 32,768 on many machines) that is none of this run's business."""
     groups = {process.pid for process in recorded
-              if (now := identify(process.pid)) is None or now.start == process.start}
+              if (now := identify(process.pid)) is not None and now.start == process.start}
     mark = f"{ENV_VAR}={run_id}".encode()
     found = []
     for pid in _all_pids():

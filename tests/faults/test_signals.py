@@ -4,6 +4,7 @@ SIGKILL, after which the next zprof run stops what the killed one left and says 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 from pathlib import Path
@@ -179,3 +180,31 @@ def test_a_pid_reused_by_another_process_is_never_touched(faults, tmp_path):
         for process in (unrelated, bystander):
             process.kill()
             process.wait()
+
+
+def test_a_group_whose_leader_is_gone_is_not_a_dead_runs_group(faults, tmp_path):
+    """Once a recorded group leader is gone its pid is free, and another program can lead a group of that
+    id: a dead run's entry naming that pid must not make zprof stop the other program's group."""
+    # Another program's process group, whose leader exits while a member goes on (a shell that started a
+    # background job): the group's id names no process now.
+    leader = subprocess.Popen(["sh", "-c", "sleep 600 & echo $!"], stdout=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    member_pid = int(leader.stdout.readline())
+    leader.wait()
+    member = psutil.Process(member_pid)
+    try:
+        assert os.getpgid(member_pid) == leader.pid and registry.identify(leader.pid) is None
+        directory = Path(faults.cache) / registry.REGISTRY_DIR
+        directory.mkdir(parents=True, exist_ok=True)
+        # A run that died long ago, which had recorded a process with that pid (then a group leader).
+        dead = directory / "1-2.json"
+        dead.write_text(json.dumps({"zprof": {"pid": 1, "start": 2}, "directories": [],
+                                    "processes": [{"pid": leader.pid, "start": 3}]}))
+        _, done = faults.run("report", str(tmp_path / "nothing"))
+        assert done.returncode == 2 and "Traceback" not in done.output, done.output
+        assert not dead.exists(), "the dead run's entry is dealt with"
+        assert member.is_running() and member.status() != psutil.STATUS_ZOMBIE, "another program's process was stopped"
+        assert "stopped" not in done.output
+    finally:
+        member.kill()
+        leader.stdout.close()
