@@ -5,12 +5,10 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from zprof.errors import ZprofError
-from zprof.procs import run_bounded
 
 # Directories that hold build outputs or other tools' state, not sources.
 SKIPPED_DIRS = {".git", ".zig-cache", "zig-cache", "zig-out", "node_modules", ".venv", "__pycache__"}
@@ -101,19 +99,3 @@ def hash_sources(root: Path, digest: hashlib._Hash) -> None:
         digest.update(b"\0")
 
 
-GIT_TIMEOUT_S = 10.0
-
-
-def git_commit(directory: Path) -> str | None:
-    """The project's short commit, with `-dirty` when its tree has changes; None outside a git checkout
-    (or without git)."""
-    try:
-        head = run_bounded(["git", "-C", str(directory), "rev-parse", "--short", "HEAD"], GIT_TIMEOUT_S)
-        if head.returncode != 0:
-            return None
-        status = run_bounded(["git", "-C", str(directory), "status", "--porcelain", "--untracked-files=no"],
-                             GIT_TIMEOUT_S)
-    except (OSError, TimeoutError, subprocess.TimeoutExpired):
-        return None
-    commit = head.stdout.strip()
-    return f"{commit}-dirty" if status.returncode == 0 and status.stdout.strip() else commit

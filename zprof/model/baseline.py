@@ -36,6 +36,11 @@ class GitState:
     committed: str  # the commit's date (ISO 8601), which orders baselines in history
     subject: str
 
+    @property
+    def label(self) -> str:
+        """The short commit, `-dirty` when tracked files changed."""
+        return f"{self.short}-dirty" if self.dirty else self.short
+
 
 @dataclass(frozen=True)
 class SuiteSettings:

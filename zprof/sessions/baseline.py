@@ -338,7 +338,7 @@ def default_name(git: GitState | None) -> str:
     """The short commit, `-dirty` when tracked files changed; outside git, the time it is saved."""
     if git is None:
         return "saved-" + datetime.now().strftime("%Y%m%d-%H%M%S")
-    return f"{git.short}-dirty" if git.dirty else git.short
+    return git.label
 
 
 # The store ------------------------------------------------------------------------------------

@@ -17,7 +17,6 @@ from typing import TypeVar
 from zprof import artifact
 from zprof.analysis.recommendations import Evidence, ProfileCosts, profile_costs, recommend
 from zprof.analysis.stacks import StackProfile
-from zprof.builder.project import git_commit
 from zprof.errors import PartialRun, ZprofError
 from zprof.load.workloads import DEFAULT_KEYSPACE, bench_workload, mixed_workload, workload_for
 from zprof.model.allocs import AllocsRun
@@ -45,7 +44,7 @@ from zprof.progress import Prefixed, Reporter
 from zprof.report.memory import write_memory_pictures
 from zprof.report.profile_files import write_outputs
 from zprof.sessions.allocs import AllocsOptions, measure_allocs
-from zprof.sessions.baseline import check_regression, load_baseline, project_root, saved_names
+from zprof.sessions.baseline import check_regression, git_state, load_baseline, project_root, saved_names
 from zprof.sessions.bench import BenchOptions, run_bench
 from zprof.sessions.flame import DEFAULT_FREQUENCY_HZ, FlameOptions, Profiled, record_flame
 from zprof.sessions.memory import MemoryOptions, measure_memory
@@ -211,7 +210,7 @@ def validate(options: ValidateOptions, out_dir: Path, progress: Reporter) -> Val
     if target_info is None:
         raise ZprofError("no part of the validation could be measured",
                          detail="\n".join(f"{part.name}: {part.error}" for part in validation.parts if part.error))
-    commit = git_commit(Path(target.project))
+    commit = state.label if (state := git_state(Path(target.project))) is not None else None
     throughput, p99 = vs_redis(bench_run, "throughput"), vs_redis(bench_run, "p99")
     blockers = _blockers(bench_run, recommendations, regress)
     overall = _overall(bench_run, throughput, p99, recommendations)
