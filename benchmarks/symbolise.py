@@ -81,15 +81,7 @@ def distinct_addresses(text: str, binary: Path) -> list[int]:
     """The binary's addresses the recording holds, as zprof looks them up (return addresses less one)."""
     samples = list(parse_perf_script(text))
     with Symbolizer(binary) as symbolizer:
-        perf_symbols = PerfSymbolizer(binary, symbolizer)
-        wanted = set()
-        for sample in samples:
-            for depth, frame in enumerate(sample.frames):
-                if perf_symbols.in_target(frame.dso):
-                    address = perf_symbols._link_address(frame)
-                    if address is not None:
-                        wanted.add(address if depth == 0 else address - 1)
-    return sorted(wanted)
+        return sorted(PerfSymbolizer(binary, symbolizer).wanted_addresses(samples))
 
 
 def main() -> None:

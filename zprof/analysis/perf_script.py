@@ -148,8 +148,8 @@ class PerfSymbolizer:
         self._cache[key] = resolved
         return resolved
 
-    def prefetch(self, samples: list[RawSample]) -> None:
-        """Resolve every distinct target address in one DWARF pass."""
+    def wanted_addresses(self, samples: list[RawSample]) -> set[int]:
+        """The target's distinct addresses in `samples`, as they are looked up (return addresses less one)."""
         wanted = set()
         for sample in samples:
             for depth, frame in enumerate(sample.frames):
@@ -157,7 +157,11 @@ class PerfSymbolizer:
                     address = self._link_address(frame)
                     if address is not None:
                         wanted.add(address if depth == 0 else address - 1)
-        self.symbolizer.locate(wanted)
+        return wanted
+
+    def prefetch(self, samples: list[RawSample]) -> None:
+        """Resolve every distinct target address in one DWARF pass."""
+        self.symbolizer.locate(self.wanted_addresses(samples))
 
 
 def build_profile(samples: list[RawSample], binary: Path, symbolizer: Symbolizer, *,
