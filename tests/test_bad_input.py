@@ -3,6 +3,7 @@ failed after it started), never a traceback or a hang, no process left behind.""
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import fields
 from pathlib import Path
@@ -12,11 +13,13 @@ import pytest
 from tests.conftest import MINIKV, processes_mentioning
 from zprof.collect.shim_counters import (
     FILE_SIZE,
+    LAYER_COUNTS_FIELDS,
     LAYOUT_VERSION,
     MAGIC,
-    LayerCounters,
+    SITE_COUNTS_FIELDS,
+    SITE_IDENTITY_FIELDS,
+    Header,
     ShimCounters,
-    SiteCounters,
     create_counter_file,
 )
 from zprof.errors import ZprofError
@@ -87,11 +90,13 @@ def test_a_command_without_default_arguments_asks_for_them(run_zprof):
 
 @pytest.mark.slow
 def test_a_server_that_never_answers_ping(run_zprof):
-    marker = "zprof-test-silent-server"
+    # A duration of its own (300 s and this process's pid as a fraction), so that another
+    # test suite running on the machine at the same time is not taken for a leftover.
+    silent = f"sleep 300.{os.getpid()}"
     result = run_zprof("allocs", "GET", "--project", str(MINIKV), "--ready-timeout", "2",
-                       "--start-command", f"sh -c 'exec sleep 300' {marker} {{binary}} {{port}}")
+                       "--start-command", f"sh -c 'exec {silent}' zprof-test-silent-server {{binary}} {{port}}")
     assert_clean_failure(result, 1, "did not answer PING")
-    assert processes_mentioning("sleep 300") == []
+    assert processes_mentioning(silent) == []
 
 
 @pytest.mark.slow
@@ -120,9 +125,14 @@ def test_a_counter_file_with_a_foreign_magic_number(tmp_path):
 
 def test_a_truncated_counter_file(tmp_path):
     path = create_counter_file(tmp_path / "counters")
-    header = struct.pack("<18Q", MAGIC, LAYOUT_VERSION, 144, FILE_SIZE * 2, 1, 16, 16384, 8, 1 << 22, 64,
-                         192, 256, 768, 2304, 4096, len(fields(LayerCounters)) * 8,
-                         (len(fields(SiteCounters)) + 1 + 8) * 8, 24)
+    # A header the layout check accepts, whose total size is twice the file's.
+    values = dict.fromkeys((field.name for field in fields(Header)), 0) | {
+        "magic": MAGIC, "version": LAYOUT_VERSION, "total_size": FILE_SIZE * 2, "attached_pid": 1,
+        "layer_capacity": 16, "site_capacity": 16384, "site_depth": 8, "live_capacity": 1 << 22,
+        "size_class_count": 64, "shard_count": 1, "layer_size": 64, "layer_counts_size": LAYER_COUNTS_FIELDS * 8,
+        "site_size": (SITE_IDENTITY_FIELDS + 8) * 8, "site_counts_size": SITE_COUNTS_FIELDS * 8, "live_entry_size": 24,
+    }
+    header = struct.pack(f"<{len(values)}Q", *values.values())
     with open(path, "r+b") as handle:
         handle.write(header)
     with pytest.raises(ZprofError, match="header says"):

@@ -38,7 +38,7 @@ const Alignment = std.mem.Alignment;
 /// "ZPROFSH1" read as a little-endian u64.
 pub const magic: u64 = 0x314853464f52505a;
 /// Bumped whenever any extern struct below changes shape.
-pub const layout_version: u64 = 2;
+pub const layout_version: u64 = 3;
 pub const env_var = "ZPROF_SHM";
 /// Test-only: smaller tables, e.g. `layers=2,sites=64,live=1024`, so that
 /// zprof's tests can make each one overflow. The header reports the limits.
@@ -55,6 +55,12 @@ pub const site_capacity = 16384;
 pub const site_depth = 16;
 pub const live_capacity = 1 << 22;
 pub const size_class_count = 64;
+/// The counters every hooked call writes live in this many copies, one per
+/// thread where a process has no more threads than copies (see `Shard`), and
+/// zprof adds the copies up when it reads them. With one shared copy, every
+/// thread's update pulls the same cache lines from the core that updated them
+/// last, which cost a server with many threads more than the rest of the hook.
+pub const shard_count = 8;
 const site_probe_limit = 32;
 const live_probe_limit = 64;
 const claim_attempts = 8;
@@ -72,14 +78,24 @@ pub const Header = extern struct {
     site_depth: u64,
     live_capacity: u64,
     size_class_count: u64,
+    shard_count: u64,
     losses_offset: u64,
     size_classes_offset: u64,
+    layer_fns_offset: u64,
     layers_offset: u64,
+    layer_counts_offset: u64,
     sites_offset: u64,
+    site_counts_offset: u64,
     live_offset: u64,
     layer_size: u64,
+    layer_counts_size: u64,
     site_size: u64,
+    site_counts_size: u64,
     live_entry_size: u64,
+    /// Bytes from one shard's copy of a table to the next one's.
+    size_classes_stride: u64,
+    layer_counts_stride: u64,
+    site_counts_stride: u64,
 };
 
 /// What the tables could not hold, as calls and bytes.
@@ -119,36 +135,49 @@ pub const Calls = extern struct {
     remaps_refused: u64,
 };
 
-/// One allocator implementation, keyed by the address of its `vtable.alloc`
-/// function, which zprof names from the symbol table (arena, debug/GPA, page, c).
+/// One allocator implementation is keyed by the address of its `vtable.alloc`
+/// function (a separate table of those, read on every call and written once),
+/// which zprof names from the symbol table (arena, debug/GPA, page, c). Its
+/// live bytes are one shared figure, so that its peak is exact: they have a
+/// cache line of their own.
 pub const Layer = extern struct {
-    alloc_fn: u64,
-    program: Calls,
-    nested: Calls,
     live_bytes: u64,
     peak_live_bytes: u64,
+    reserved: [6]u64,
+};
+
+/// What one shard counted of one layer's calls.
+pub const LayerCounts = extern struct {
+    program: Calls,
+    nested: Calls,
     /// Blocks handed out again at the address of a live block without a
     /// free in between (released en bloc), and the bytes those held.
     reissues: u64,
     reissued_bytes: u64,
 
-    fn calls(layer: *Layer, parent_layer: u64) *Calls {
-        return if (parent_layer == no_layer) &layer.program else &layer.nested;
+    fn calls(counts: *LayerCounts, parent_layer: u64) *Calls {
+        return if (parent_layer == no_layer) &counts.program else &counts.nested;
     }
 };
 
 /// A call site: a stack, the layer that served it, and the layer whose call it
 /// was nested in (`parent_layer` is `no_layer` for calls from program code).
+/// Written once, when the site is first seen; its counts are in `SiteCounts`.
 pub const Site = extern struct {
     key: u64,
     ready: u64,
     layer: u64,
     parent_layer: u64,
     frames: [site_depth]u64,
+};
+
+/// What one shard counted at one call site.
+pub const SiteCounts = extern struct {
     allocs: u64,
     alloc_bytes: u64,
     frees: u64,
     free_bytes: u64,
+    /// 0 until the shard counts an allocation here (an allocation is never empty).
     min_size: u64,
     max_size: u64,
 };
@@ -172,6 +201,10 @@ pub const Limits = struct {
     sites: u64 = site_capacity,
     /// A power of two: the live table is indexed by a hash's top bits.
     live: u64 = live_capacity,
+    /// `sites=off`: counters only, for zprof's benchmark of what the counters
+    /// alone cost. No stack is walked and no block tracked, so there are no
+    /// call sites and no releases en bloc; the layers' totals stay exact.
+    call_sites: bool = true,
 
     /// `layers=N,sites=N,live=N`, any subset; a value is capped at the
     /// capacity, and `live` is rounded down to a power of two.
@@ -180,9 +213,13 @@ pub const Limits = struct {
         var pairs = std.mem.tokenizeScalar(u8, text, ',');
         while (pairs.next()) |pair| {
             const equals = std.mem.indexOfScalar(u8, pair, '=') orelse continue;
+            const name = pair[0..equals];
+            if (std.mem.eql(u8, pair, "sites=off")) {
+                limits.call_sites = false;
+                limits.sites = 0;
+            }
             const value = std.fmt.parseInt(u64, pair[equals + 1 ..], 10) catch continue;
             if (value == 0) continue;
-            const name = pair[0..equals];
             if (std.mem.eql(u8, name, "layers")) limits.layers = @min(value, layer_capacity);
             if (std.mem.eql(u8, name, "sites")) limits.sites = @min(value, site_capacity);
             if (std.mem.eql(u8, name, "live")) limits.live = std.math.floorPowerOfTwo(u64, std.math.clamp(value, 2, live_capacity));
@@ -194,17 +231,24 @@ pub const Limits = struct {
 pub const Region = struct {
     header: *Header,
     losses: *Losses,
-    size_classes: *[size_class_count]u64,
+    size_classes: *[shard_count][size_class_count]u64,
+    layer_fns: []u64,
     layers: []Layer,
+    layer_counts: *[shard_count][layer_capacity]LayerCounts,
     sites: []Site,
+    site_counts: *[shard_count][site_capacity]SiteCounts,
     live: []LiveEntry,
     live_shift: u6,
+    call_sites: bool,
 
     const losses_offset = std.mem.alignForward(usize, @sizeOf(Header), 64);
     const size_classes_offset = std.mem.alignForward(usize, losses_offset + @sizeOf(Losses), 64);
-    const layers_offset = std.mem.alignForward(usize, size_classes_offset + size_class_count * 8, 64);
-    const sites_offset = std.mem.alignForward(usize, layers_offset + layer_capacity * @sizeOf(Layer), 64);
-    const live_offset = std.mem.alignForward(usize, sites_offset + site_capacity * @sizeOf(Site), 4096);
+    const layer_fns_offset = std.mem.alignForward(usize, size_classes_offset + @sizeOf([shard_count][size_class_count]u64), 64);
+    const layers_offset = std.mem.alignForward(usize, layer_fns_offset + layer_capacity * 8, 64);
+    const layer_counts_offset = std.mem.alignForward(usize, layers_offset + layer_capacity * @sizeOf(Layer), 64);
+    const sites_offset = std.mem.alignForward(usize, layer_counts_offset + @sizeOf([shard_count][layer_capacity]LayerCounts), 64);
+    const site_counts_offset = std.mem.alignForward(usize, sites_offset + site_capacity * @sizeOf(Site), 64);
+    const live_offset = std.mem.alignForward(usize, site_counts_offset + @sizeOf([shard_count][site_capacity]SiteCounts), 4096);
     pub const total_size = live_offset + live_capacity * @sizeOf(LiveEntry);
 
     /// Makes `pid` the owner of a counter file, unless another process is:
@@ -217,6 +261,7 @@ pub const Region = struct {
     /// Lays the tables over `bytes`, which must be zeroed or already laid out.
     pub fn init(bytes: []align(8) u8, pid: u64, limits: Limits) Region {
         std.debug.assert(bytes.len >= total_size);
+        const layer_fns: [*]u64 = @ptrCast(@alignCast(bytes.ptr + layer_fns_offset));
         const layers: [*]Layer = @ptrCast(@alignCast(bytes.ptr + layers_offset));
         const sites: [*]Site = @ptrCast(@alignCast(bytes.ptr + sites_offset));
         const live: [*]LiveEntry = @ptrCast(@alignCast(bytes.ptr + live_offset));
@@ -224,10 +269,14 @@ pub const Region = struct {
             .header = @ptrCast(bytes.ptr),
             .losses = @ptrCast(@alignCast(bytes.ptr + losses_offset)),
             .size_classes = @ptrCast(@alignCast(bytes.ptr + size_classes_offset)),
+            .layer_fns = layer_fns[0..limits.layers],
             .layers = layers[0..limits.layers],
+            .layer_counts = @ptrCast(@alignCast(bytes.ptr + layer_counts_offset)),
             .sites = sites[0..limits.sites],
+            .site_counts = @ptrCast(@alignCast(bytes.ptr + site_counts_offset)),
             .live = live[0..limits.live],
             .live_shift = @intCast(64 - @ctz(limits.live)),
+            .call_sites = limits.call_sites,
         };
         region.header.* = .{
             .magic = 0, // written last, so a reader never sees a half-written header
@@ -240,14 +289,23 @@ pub const Region = struct {
             .site_depth = site_depth,
             .live_capacity = limits.live,
             .size_class_count = size_class_count,
+            .shard_count = shard_count,
             .losses_offset = losses_offset,
             .size_classes_offset = size_classes_offset,
+            .layer_fns_offset = layer_fns_offset,
             .layers_offset = layers_offset,
+            .layer_counts_offset = layer_counts_offset,
             .sites_offset = sites_offset,
+            .site_counts_offset = site_counts_offset,
             .live_offset = live_offset,
             .layer_size = @sizeOf(Layer),
+            .layer_counts_size = @sizeOf(LayerCounts),
             .site_size = @sizeOf(Site),
+            .site_counts_size = @sizeOf(SiteCounts),
             .live_entry_size = @sizeOf(LiveEntry),
+            .size_classes_stride = @sizeOf([size_class_count]u64),
+            .layer_counts_stride = @sizeOf([layer_capacity]LayerCounts),
+            .site_counts_stride = @sizeOf([site_capacity]SiteCounts),
         };
         @atomicStore(u64, &region.header.magic, magic, .release);
         return region;
@@ -261,12 +319,26 @@ pub const Region = struct {
         _ = @atomicRmw(u64, field, .Sub, value, .monotonic);
     }
 
+    // A locked read-modify-write only when the value would change: a peak or
+    // a size bound is rarely moved, and a plain load keeps the cache line shared.
     fn raiseTo(field: *u64, value: u64) void {
-        _ = @atomicRmw(u64, field, .Max, value, .monotonic);
+        if (@atomicLoad(u64, field, .monotonic) < value) _ = @atomicRmw(u64, field, .Max, value, .monotonic);
     }
 
+    /// Lowers a minimum that is 0 until set.
     fn lowerTo(field: *u64, value: u64) void {
-        _ = @atomicRmw(u64, field, .Min, value, .monotonic);
+        var seen = @atomicLoad(u64, field, .monotonic);
+        while (seen == 0 or seen > value) seen = @cmpxchgWeak(u64, field, seen, value, .monotonic, .monotonic) orelse return;
+    }
+
+    /// What this thread's shard counted of a layer.
+    fn layerCounts(region: Region, layer: u64) *LayerCounts {
+        return &region.layer_counts[Shard.mine()][layer];
+    }
+
+    /// What this thread's shard counted at a site.
+    fn siteCounts(region: Region, site: u64) *SiteCounts {
+        return &region.site_counts[Shard.mine()][site];
     }
 
     fn lose(count: *u64, bytes: *u64, size: u64) void {
@@ -275,11 +347,11 @@ pub const Region = struct {
     }
 
     fn layerIndex(region: Region, alloc_fn: u64) ?u64 {
-        for (region.layers, 0..) |*layer, index| {
-            const seen = @atomicLoad(u64, &layer.alloc_fn, .acquire);
+        for (region.layer_fns, 0..) |*layer_fn, index| {
+            const seen = @atomicLoad(u64, layer_fn, .acquire);
             if (seen == alloc_fn) return index;
             if (seen == empty_slot) {
-                const raced = @cmpxchgStrong(u64, &layer.alloc_fn, empty_slot, alloc_fn, .acq_rel, .acquire) orelse return index;
+                const raced = @cmpxchgStrong(u64, layer_fn, empty_slot, alloc_fn, .acq_rel, .acquire) orelse return index;
                 if (raced == alloc_fn) return index;
             }
         }
@@ -294,7 +366,7 @@ pub const Region = struct {
         hash.update(std.mem.asBytes(&parent_layer));
         // 0 and 1 are the empty and tombstone markers.
         const key = hash.final() | 2;
-        var slot = key % region.sites.len;
+        var slot = reduce(key, region.sites.len);
         for (0..@min(site_probe_limit, region.sites.len)) |_| {
             const site = &region.sites[slot];
             const seen = @atomicLoad(u64, &site.key, .acquire);
@@ -306,14 +378,23 @@ pub const Region = struct {
                     site.layer = layer;
                     site.parent_layer = parent_layer;
                     site.frames = frames.*;
-                    site.min_size = std.math.maxInt(u64);
                     @atomicStore(u64, &site.ready, 1, .release);
                     return slot;
                 }
             }
-            slot = (slot + 1) % region.sites.len;
+            slot = nextSlot(slot, region.sites.len);
         }
         return null;
+    }
+
+    /// `hash` mapped onto `0..len` by a multiply and a shift (Lemire's
+    /// reduction): a division per hooked call costs more than the rest of a probe.
+    fn reduce(hash: u64, len: usize) usize {
+        return @intCast((@as(u128, hash) * len) >> 64);
+    }
+
+    fn nextSlot(slot: usize, len: usize) usize {
+        return if (slot + 1 == len) 0 else slot + 1;
     }
 
     fn liveKey(address: u64, layer: u64) u64 {
@@ -333,6 +414,13 @@ pub const Region = struct {
         // A Fibonacci hash of every bit: small blocks can be 1, 2 or 4 bytes
         // apart, and neighbours sharing a home slot would form long chains.
         return (key *% 0x9e3779b97f4a7c15) >> region.live_shift;
+    }
+
+    /// Starts loading the live-table slot of `key`. The table is far larger
+    /// than the cache and its slots are hashed, so the first probe is a miss
+    /// that the hook's other work (counters, the call site) can overlap.
+    fn prefetchLive(region: Region, key: u64) void {
+        @prefetch(&region.live[region.liveSlot(key)], .{ .rw = .write });
     }
 
     /// Records a live block owned by `site`. An entry with the same address
@@ -367,7 +455,7 @@ pub const Region = struct {
                 }
                 if (seen == tombstone and reusable == null) reusable = entry;
                 if (seen == empty_slot) break if (reusable) |found| .{ found, tombstone } else .{ entry, empty_slot };
-                slot = (slot + 1) % region.live.len;
+                slot = nextSlot(slot, region.live.len);
             } else if (reusable) |found| .{ found, tombstone } else return null;
             if (@cmpxchgStrong(u64, &free_entry.key, free_key, key, .acq_rel, .monotonic) == null) return free_entry;
         }
@@ -376,11 +464,11 @@ pub const Region = struct {
 
     /// A live block given out again without a free: it no longer counts.
     fn release(region: Region, key: u64, size: u64, site: u64) void {
-        const layer = &region.layers[layerOfKey(key)];
-        add(&layer.reissues, 1);
-        add(&layer.reissued_bytes, size);
-        sub(&layer.live_bytes, size);
-        add(&region.sites[site].free_bytes, size);
+        const counts = region.layerCounts(layerOfKey(key));
+        add(&counts.reissues, 1);
+        add(&counts.reissued_bytes, size);
+        sub(&region.layers[layerOfKey(key)].live_bytes, size);
+        add(&region.siteCounts(site).free_bytes, size);
     }
 
     fn find(region: Region, key: u64) ?*LiveEntry {
@@ -390,7 +478,7 @@ pub const Region = struct {
             const seen = @atomicLoad(u64, &entry.key, .acquire);
             if (seen == key) return entry;
             if (seen == empty_slot) return null;
-            slot = (slot + 1) % region.live.len;
+            slot = nextSlot(slot, region.live.len);
         }
         return null;
     }
@@ -405,25 +493,26 @@ pub const Region = struct {
         };
         // A slot followed by an empty one ends its probe chain, so it can be
         // emptied rather than left as a tombstone that lengthens later probes.
-        const next = &region.live[(region.slotOf(entry) + 1) % region.live.len];
+        const next = &region.live[nextSlot(region.slotOf(entry), region.live.len)];
         const ends_chain = @atomicLoad(u64, &next.key, .acquire) == empty_slot;
         @atomicStore(u64, &entry.key, if (ends_chain) empty_slot else tombstone, .release);
         return taken;
     }
 
     fn recordAlloc(region: Region, call: Call, address: u64, size: u64) void {
-        const layer = &region.layers[call.layer];
-        const calls = layer.calls(call.parent_layer);
+        if (region.call_sites) region.prefetchLive(liveKey(address, call.layer));
+        const calls = region.layerCounts(call.layer).calls(call.parent_layer);
         add(&calls.allocs, 1);
         add(&calls.alloc_bytes, size);
-        growLive(layer, size);
-        if (call.parent_layer == no_layer) add(&region.size_classes[sizeClass(size)], 1);
+        growLive(&region.layers[call.layer], size);
+        if (call.parent_layer == no_layer) add(&region.size_classes[Shard.mine()][sizeClass(size)], 1);
+        if (!region.call_sites) return;
 
         const site_index = region.siteIndex(&call.frames, call.layer, call.parent_layer) orelse {
             lose(&region.losses.sites_dropped, &region.losses.sites_dropped_bytes, size);
             return;
         };
-        const site = &region.sites[site_index];
+        const site = region.siteCounts(site_index);
         add(&site.allocs, 1);
         add(&site.alloc_bytes, size);
         raiseTo(&site.max_size, size);
@@ -432,16 +521,17 @@ pub const Region = struct {
     }
 
     fn recordFree(region: Region, layer_index: u64, address: u64, size: u64, parent_layer: u64) void {
-        const layer = &region.layers[layer_index];
-        const calls = layer.calls(parent_layer);
+        if (region.call_sites) region.prefetchLive(liveKey(address, layer_index));
+        const calls = region.layerCounts(layer_index).calls(parent_layer);
         add(&calls.frees, 1);
         add(&calls.free_bytes, size);
-        sub(&layer.live_bytes, size);
+        sub(&region.layers[layer_index].live_bytes, size);
+        if (!region.call_sites) return;
         const block = region.untrack(liveKey(address, layer_index)) orelse {
             lose(&region.losses.untracked_frees, &region.losses.untracked_free_bytes, size);
             return;
         };
-        const site = &region.sites[block.site];
+        const site = region.siteCounts(block.site);
         add(&site.frees, 1);
         add(&site.free_bytes, block.size);
     }
@@ -454,7 +544,7 @@ pub const Region = struct {
     /// retained where it happens.
     fn recordResized(region: Region, call: Call, block: ?LiveEntry, address: u64, old_size: u64, new_size: u64) void {
         const layer = &region.layers[call.layer];
-        const calls = layer.calls(call.parent_layer);
+        const calls = region.layerCounts(call.layer).calls(call.parent_layer);
         if (new_size >= old_size) {
             add(&calls.alloc_bytes, new_size - old_size);
             growLive(layer, new_size - old_size);
@@ -462,23 +552,24 @@ pub const Region = struct {
             add(&calls.free_bytes, old_size - new_size);
             sub(&layer.live_bytes, old_size - new_size);
         }
+        if (!region.call_sites) return;
         const resizer = region.siteIndex(&call.frames, call.layer, call.parent_layer);
         if (block) |owned| {
             if (resizer) |index| {
-                add(&region.sites[owned.site].free_bytes, owned.size);
-                add(&region.sites[index].alloc_bytes, new_size);
-                raiseTo(&region.sites[index].max_size, new_size);
+                add(&region.siteCounts(owned.site).free_bytes, owned.size);
+                add(&region.siteCounts(index).alloc_bytes, new_size);
+                raiseTo(&region.siteCounts(index).max_size, new_size);
                 region.track(liveKey(address, call.layer), new_size, index);
             } else {
                 // No room for the resizing site: the owner keeps the block.
-                const site = &region.sites[owned.site];
+                const site = region.siteCounts(owned.site);
                 if (new_size >= old_size) add(&site.alloc_bytes, new_size - old_size) else add(&site.free_bytes, old_size - new_size);
                 region.track(liveKey(address, call.layer), new_size, owned.site);
             }
         } else if (resizer) |index| {
             // An untracked block: only the difference can be charged, and the
             // block stays untracked (its free is credited to nobody).
-            const site = &region.sites[index];
+            const site = region.siteCounts(index);
             if (new_size >= old_size) add(&site.alloc_bytes, new_size - old_size) else add(&site.free_bytes, old_size - new_size);
         }
     }
@@ -500,6 +591,21 @@ const Call = struct {
     /// `no_layer` for a call from program code.
     parent_layer: u64,
     frames: [site_depth]u64,
+};
+
+/// Which shard of the counters this thread writes. Threads take the shards
+/// in turn as they first call an allocator, so two threads share one only in
+/// a process with more than `shard_count` threads, and then the atomics keep
+/// their counts exact.
+const Shard = struct {
+    const unassigned = std.math.maxInt(u8);
+    threadlocal var index: u8 = unassigned;
+    var next: std.atomic.Value(u32) = .init(0);
+
+    fn mine() usize {
+        if (index == unassigned) index = @intCast(next.fetchAdd(1, .monotonic) % shard_count);
+        return index;
+    }
 };
 
 /// The layer of the innermost hooked call running on this thread, so that a
@@ -727,7 +833,8 @@ inline fn beginCall(region: Region, a: Allocator, ret_addr: usize, asked_bytes: 
         Region.lose(&region.losses.layers_dropped, &region.losses.layers_dropped_bytes, asked_bytes);
         return null;
     };
-    return .{ .layer = layer, .parent_layer = current_layer, .frames = captureFrames(ret_addr) };
+    const frames = if (region.call_sites) captureFrames(ret_addr) else @as([site_depth]u64, @splat(0));
+    return .{ .layer = layer, .parent_layer = current_layer, .frames = frames };
 }
 
 const Nesting = struct {
@@ -751,7 +858,7 @@ inline fn countedAlloc(a: Allocator, len: usize, alignment: Alignment, ret_addr:
     if (result) |memory| {
         region.recordAlloc(call, @intFromPtr(memory), len);
     } else {
-        Region.add(&region.layers[call.layer].calls(call.parent_layer).alloc_failures, 1);
+        Region.add(&region.layerCounts(call.layer).calls(call.parent_layer).alloc_failures, 1);
     }
     return result;
 }
@@ -774,7 +881,9 @@ inline fn countedFree(a: Allocator, memory: []u8, alignment: Alignment, ret_addr
 inline fn countedResize(a: Allocator, memory: []u8, alignment: Alignment, new_len: usize, ret_addr: usize) bool {
     const region = attachedRegion() orelse return a.vtable.resize(a.ptr, memory, alignment, new_len, ret_addr);
     const call = beginCall(region, a, ret_addr, 0) orelse return a.vtable.resize(a.ptr, memory, alignment, new_len, ret_addr);
-    const calls = region.layers[call.layer].calls(call.parent_layer);
+    const calls = region.layerCounts(call.layer).calls(call.parent_layer);
+    const address = @intFromPtr(memory.ptr);
+    if (region.call_sites) region.prefetchLive(Region.liveKey(address, call.layer));
     const nesting: Nesting = .enter(call.layer);
     const resized = a.vtable.resize(a.ptr, memory, alignment, new_len, ret_addr);
     nesting.leave();
@@ -783,18 +892,18 @@ inline fn countedResize(a: Allocator, memory: []u8, alignment: Alignment, new_le
         return false;
     }
     Region.add(&calls.resizes_in_place, 1);
-    const address = @intFromPtr(memory.ptr);
-    region.recordResized(call, region.untrack(Region.liveKey(address, call.layer)), address, memory.len, new_len);
+    const block = if (region.call_sites) region.untrack(Region.liveKey(address, call.layer)) else null;
+    region.recordResized(call, block, address, memory.len, new_len);
     return true;
 }
 
 inline fn countedRemap(a: Allocator, memory: []u8, alignment: Alignment, new_len: usize, ret_addr: usize) ?[*]u8 {
     const region = attachedRegion() orelse return a.vtable.remap(a.ptr, memory, alignment, new_len, ret_addr);
     const call = beginCall(region, a, ret_addr, 0) orelse return a.vtable.remap(a.ptr, memory, alignment, new_len, ret_addr);
-    const calls = region.layers[call.layer].calls(call.parent_layer);
+    const calls = region.layerCounts(call.layer).calls(call.parent_layer);
     const old_address = @intFromPtr(memory.ptr);
     // Taken out first: a moving remap releases the old address inside the call.
-    const block = region.untrack(Region.liveKey(old_address, call.layer));
+    const block = if (region.call_sites) region.untrack(Region.liveKey(old_address, call.layer)) else null;
     const nesting: Nesting = .enter(call.layer);
     const result = a.vtable.remap(a.ptr, memory, alignment, new_len, ret_addr);
     nesting.leave();
@@ -935,8 +1044,9 @@ fn testCall(layer: u64, parent_layer: u64, first_frame: u64) Call {
     return .{ .layer = layer, .parent_layer = parent_layer, .frames = frames };
 }
 
-fn siteOf(region: Region, call: Call) *Site {
-    return &region.sites[region.siteIndex(&call.frames, call.layer, call.parent_layer).?];
+/// What this thread counted at the site of `call`.
+fn siteOf(region: Region, call: Call) *SiteCounts {
+    return region.siteCounts(region.siteIndex(&call.frames, call.layer, call.parent_layer).?);
 }
 
 test "a freed block is charged to the site that allocated it" {
@@ -962,7 +1072,7 @@ test "a freed block is charged to the site that allocated it" {
     try std.testing.expectEqual(@as(u64, 8), region.losses.untracked_free_bytes);
     try std.testing.expectEqual(@as(u64, 8), region.layers[layer].live_bytes);
     try std.testing.expectEqual(@as(u64, 64), region.layers[layer].peak_live_bytes);
-    try std.testing.expectEqual(@as(u64, 1), region.size_classes[sizeClass(16)]);
+    try std.testing.expectEqual(@as(u64, 1), region.size_classes[Shard.mine()][sizeClass(16)]);
 }
 
 test "a resize hands the block to the site that resized it" {
@@ -996,8 +1106,8 @@ test "an address handed out again without a free is a release en bloc" {
     }
     const site = siteOf(region, call);
     try std.testing.expectEqual(@as(u64, 64), site.alloc_bytes - site.free_bytes);
-    try std.testing.expectEqual(@as(u64, 4), region.layers[layer].reissues);
-    try std.testing.expectEqual(@as(u64, 128), region.layers[layer].reissued_bytes);
+    try std.testing.expectEqual(@as(u64, 4), region.layerCounts(layer).reissues);
+    try std.testing.expectEqual(@as(u64, 128), region.layerCounts(layer).reissued_bytes);
     try std.testing.expectEqual(@as(u64, 64), region.layers[layer].live_bytes);
 }
 
@@ -1029,8 +1139,24 @@ test "full tables count what they lost, call by call and byte by byte" {
     try std.testing.expectEqual(@as(u64, 32), region.losses.live_table_full_bytes);
     try std.testing.expectEqual(@as(u64, 1), region.losses.sites_dropped);
     try std.testing.expectEqual(@as(u64, 64), region.losses.sites_dropped_bytes);
-    try std.testing.expectEqual(@as(u64, 4), region.layers[layer].program.allocs);
+    try std.testing.expectEqual(@as(u64, 4), region.layerCounts(layer).program.allocs);
     try std.testing.expectEqual(Limits{ .layers = 2, .sites = site_capacity, .live = 512 }, Limits.parse("layers=2,live=1000,bogus=3,sites=0"));
+    try std.testing.expectEqual(Limits{ .sites = 0, .call_sites = false }, Limits.parse("sites=off"));
+}
+
+test "counters only: exact totals, no call site, no block tracked" {
+    const region, const bytes = try testRegion(Limits.parse("sites=off"));
+    defer std.testing.allocator.free(bytes);
+    const layer = region.layerIndex(0x1000).?;
+    region.recordAlloc(testCall(layer, no_layer, 1), 0x10000, 48);
+    region.recordAlloc(testCall(layer, no_layer, 1), 0x20000, 16);
+    region.recordFree(layer, 0x10000, 48, no_layer);
+    region.recordResized(testCall(layer, no_layer, 1), null, 0x20000, 16, 40);
+    try std.testing.expectEqual(@as(u64, 2), region.layerCounts(layer).program.allocs);
+    try std.testing.expectEqual(@as(u64, 40), region.layers[layer].live_bytes);
+    try std.testing.expectEqual(@as(u64, 64 + 24), region.layerCounts(layer).program.alloc_bytes);
+    try std.testing.expectEqual(@as(u64, 0), region.header.site_capacity);
+    try std.testing.expectEqual(std.mem.zeroes(Losses), region.losses.*);
 }
 
 test "threads tracking neighbouring small blocks at once lose none" {
@@ -1053,6 +1179,43 @@ test "threads tracking neighbouring small blocks at once lose none" {
     for (0..threads * blocks_per_thread) |i| {
         try std.testing.expect(region.find(Region.liveKey(0x700000 + 2 * i, layer)) != null);
     }
+}
+
+test "threads count on their own shards, and the shards add up exactly" {
+    const region, const bytes = try testRegion(.{});
+    defer std.testing.allocator.free(bytes);
+    const layer = region.layerIndex(0x1000).?;
+    const threads = 2 * shard_count + 3; // more threads than shards: some share one
+    const blocks_per_thread = 2000;
+    const Allocating = struct {
+        fn run(r: Region, l: u64, first: u64) void {
+            for (0..blocks_per_thread) |i| {
+                const address = 0x900000 + 16 * (i * threads + first);
+                r.recordAlloc(testCall(l, no_layer, 0x77), address, 16);
+                if (i % 2 == 1) r.recordFree(l, address, 16, no_layer);
+            }
+        }
+    };
+    var workers: [threads]std.Thread = undefined;
+    for (&workers, 0..) |*worker, first| worker.* = try std.Thread.spawn(.{}, Allocating.run, .{ region, layer, first });
+    for (workers) |worker| worker.join();
+    const site = region.siteIndex(&testCall(layer, no_layer, 0x77).frames, layer, no_layer).?;
+    var allocs: u64 = 0;
+    var frees: u64 = 0;
+    var layer_allocs: u64 = 0;
+    var shards_used: usize = 0;
+    for (region.site_counts, region.layer_counts) |site_shard, layer_shard| {
+        allocs += site_shard[site].allocs;
+        frees += site_shard[site].frees;
+        layer_allocs += layer_shard[layer].program.allocs;
+        if (site_shard[site].allocs != 0) shards_used += 1;
+    }
+    try std.testing.expectEqual(@as(u64, threads * blocks_per_thread), allocs);
+    try std.testing.expectEqual(@as(u64, threads * blocks_per_thread / 2), frees);
+    try std.testing.expectEqual(allocs, layer_allocs);
+    try std.testing.expectEqual(@as(usize, shard_count), shards_used);
+    try std.testing.expectEqual(@as(u64, 16 * threads * blocks_per_thread / 2), region.layers[layer].live_bytes);
+    try std.testing.expectEqual(@as(u64, 0), region.losses.untracked_frees);
 }
 
 test "the first process to attach owns the counter file" {

@@ -2,7 +2,9 @@
 
 The layout is defined by `zig_hooks/zprof_hooks.zig`; the hook writes the
 header (with every offset and size) when it attaches, so this side only
-mirrors the field order of each record and checks the layout version.
+mirrors the field order of each record and checks the layout version. The
+counters every call writes are kept per shard (a thread writes one shard), and
+a snapshot adds the shards up.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 from zprof.errors import EXIT_TARGET, ZprofError
 
 MAGIC = 0x314853464F52505A  # "ZPROFSH1"
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3
 # Sparse: only the pages the hook touches use memory or disk.
 FILE_SIZE = 256 * 1024 * 1024
 NO_LAYER = (1 << 64) - 1
@@ -41,20 +43,30 @@ class Header:
     site_depth: int
     live_capacity: int
     size_class_count: int
+    shard_count: int
     losses_offset: int
     size_classes_offset: int
+    layer_fns_offset: int
     layers_offset: int
+    layer_counts_offset: int
     sites_offset: int
+    site_counts_offset: int
     live_offset: int
     layer_size: int
+    layer_counts_size: int
     site_size: int
+    site_counts_size: int
     live_entry_size: int
+    size_classes_stride: int
+    layer_counts_stride: int
+    site_counts_stride: int
 
 
 @dataclass(frozen=True)
 class LayerCounters:
-    """`Layer` in zprof_hooks.zig, flattened: the calls from program code, then (`nested_*`)
-    the calls other allocators made to this one, then the layer's own figures."""
+    """One allocator layer: its `alloc_fn`, then `LayerCounts` in zprof_hooks.zig summed over
+    the shards and flattened (the calls from program code, then, as `nested_*`, the calls
+    other allocators made to this one), then its `Layer` (live bytes) and its releases en bloc."""
 
     alloc_fn: int
     allocs: int
@@ -145,8 +157,20 @@ def create_counter_file(path: Path) -> Path:
     return path
 
 
+# `Calls` in zprof_hooks.zig: ten counters, for program code and again for nested calls.
+CALLS_FIELDS = 10
+LAYER_COUNTS_FIELDS = 2 * CALLS_FIELDS + 2  # then reissues, reissued_bytes
+SITE_COUNTS_FIELDS = 6  # allocs, alloc_bytes, frees, free_bytes, min_size, max_size
+SITE_IDENTITY_FIELDS = 4  # key, ready, layer, parent_layer; then the frames
+
+
 def _block(view: mmap.mmap, offset: int, count: int, size: int) -> bytes:
     return view[offset : offset + count * size]
+
+
+def _sum_columns(rows: list[tuple[int, ...]]) -> list[int]:
+    """Adds up per-shard rows column by column, as the hook's wrapping u64 counters do."""
+    return [sum(column) & 0xFFFF_FFFF_FFFF_FFFF for column in zip(*rows, strict=True)]
 
 
 def _n_fields(cls: type) -> int:
@@ -191,8 +215,10 @@ class ShimCounters:
                 f"layout version {header.version}, this zprof reads {LAYOUT_VERSION} (rebuild the target)"
             )
         expected = {
-            "layer_size": _n_fields(LayerCounters) * 8,
-            "site_size": (_n_fields(SiteCounters) + 1 + header.site_depth) * 8,
+            "layer_size": 64,
+            "layer_counts_size": LAYER_COUNTS_FIELDS * 8,
+            "site_size": (SITE_IDENTITY_FIELDS + header.site_depth) * 8,
+            "site_counts_size": SITE_COUNTS_FIELDS * 8,
             "live_entry_size": 24,
         }
         for name, size in expected.items():
@@ -215,41 +241,68 @@ class ShimCounters:
         taken = time.monotonic()
         try:
             losses = LossCounters(*struct.unpack_from(f"<{_n_fields(LossCounters)}Q", view, header.losses_offset))
-            size_classes = list(
-                struct.unpack_from(f"<{header.size_class_count}Q", view, header.size_classes_offset)
-            )
-            layer_block = _block(view, header.layers_offset, header.layer_capacity, header.layer_size)
-            # Layers fill from the front and are never removed, so index == position.
-            layers = [
-                LayerCounters(*record)
-                for record in struct.iter_unpack(f"<{_n_fields(LayerCounters)}Q", layer_block)
-                if record[0] != 0
-            ]
-            depth = header.site_depth
-            sites: dict[int, SiteCounters] = {}
-            site_block = _block(view, header.sites_offset, header.site_capacity, header.site_size)
-            for index, record in enumerate(struct.iter_unpack(f"<{header.site_size // 8}Q", site_block)):
-                key, ready, layer, parent = record[:4]
-                if key == 0 or ready != 1:
-                    continue
-                allocs, alloc_bytes, frees, free_bytes, min_size, max_size = record[4 + depth :]
-                sites[index] = SiteCounters(
-                    layer=layer,
-                    parent_layer=None if parent == NO_LAYER else parent,
-                    frames=tuple(frame for frame in record[4 : 4 + depth] if frame),
-                    allocs=allocs,
-                    alloc_bytes=alloc_bytes,
-                    frees=frees,
-                    free_bytes=free_bytes,
-                    min_size=min_size,
-                    max_size=max_size,
-                )
+            shards = range(header.shard_count)
+            size_classes = _sum_columns([
+                struct.unpack_from(f"<{header.size_class_count}Q", view,
+                                   header.size_classes_offset + shard * header.size_classes_stride)
+                for shard in shards
+            ])
+            layers = self._layers(header, view, shards)
+            sites = self._sites(header, view, shards)
         except (struct.error, ValueError) as error:
             raise self._corrupt(str(error)) from error
         return ShimSnapshot(
             pid=header.attached_pid, layers=layers, sites=sites, size_classes=size_classes, losses=losses,
             capacities=Capacities(header.layer_capacity, header.site_capacity, header.live_capacity), time=taken,
         )
+
+    @staticmethod
+    def _layers(header: Header, view: mmap.mmap, shards: range) -> list[LayerCounters]:
+        # Layers fill from the front and are never removed, so index == position.
+        alloc_fns = struct.unpack_from(f"<{header.layer_capacity}Q", view, header.layer_fns_offset)
+        layers = []
+        for index, alloc_fn in enumerate(alloc_fns):
+            if alloc_fn == 0:
+                break
+            counts = _sum_columns([
+                struct.unpack_from(f"<{LAYER_COUNTS_FIELDS}Q", view, header.layer_counts_offset
+                                   + shard * header.layer_counts_stride + index * header.layer_counts_size)
+                for shard in shards
+            ])
+            layer_offset = header.layers_offset + index * header.layer_size
+            live_bytes, peak_live_bytes = struct.unpack_from("<2Q", view, layer_offset)
+            calls, reissues = counts[: 2 * CALLS_FIELDS], counts[2 * CALLS_FIELDS :]
+            layers.append(LayerCounters(alloc_fn, *calls, live_bytes, peak_live_bytes, *reissues))
+        return layers
+
+    @staticmethod
+    def _sites(header: Header, view: mmap.mmap, shards: range) -> dict[int, SiteCounters]:
+        sites: dict[int, SiteCounters] = {}
+        site_block = _block(view, header.sites_offset, header.site_capacity, header.site_size)
+        for index, record in enumerate(struct.iter_unpack(f"<{header.site_size // 8}Q", site_block)):
+            key, ready, layer, parent = record[:SITE_IDENTITY_FIELDS]
+            if key == 0 or ready != 1:
+                continue
+            per_shard = [
+                struct.unpack_from(f"<{SITE_COUNTS_FIELDS}Q", view, header.site_counts_offset
+                                   + shard * header.site_counts_stride + index * header.site_counts_size)
+                for shard in shards
+            ]
+            allocs, alloc_bytes, frees, free_bytes = _sum_columns([row[:4] for row in per_shard])
+            # A shard's minimum is 0 until it counted an allocation at the site.
+            minimums = [row[4] for row in per_shard if row[4]]
+            sites[index] = SiteCounters(
+                layer=layer,
+                parent_layer=None if parent == NO_LAYER else parent,
+                frames=tuple(frame for frame in record[SITE_IDENTITY_FIELDS:] if frame),
+                allocs=allocs,
+                alloc_bytes=alloc_bytes,
+                frees=frees,
+                free_bytes=free_bytes,
+                min_size=min(minimums, default=0),
+                max_size=max(row[5] for row in per_shard),
+            )
+        return sites
 
     def settled_snapshot(self, quiet_s: float = SETTLE_QUIET_S, limit_s: float = SETTLE_LIMIT_S) -> ShimSnapshot:
         """A snapshot once the server stopped calling its allocators for `quiet_s` (or after
