@@ -297,7 +297,9 @@ def analyse(window: Window, requests: int, symbolizer: Symbolizer, bias: int = 0
         for (function, file, line, layer, parent), entry in grouped.items()
         if entry["allocs"] > 0.5 or abs(entry["retained"]) > 0 or abs(entry["kept"]) >= 1
     ]
-    sites.sort(key=lambda s: (-s.allocs_per_request, -s.bytes_per_request, s.function))
+    # Ties in the figures are ordered by place, so that two runs print the same table.
+    sites.sort(key=lambda s: (-s.allocs_per_request, -s.bytes_per_request, s.function, s.file or "", s.line or 0,
+                              s.layer, s.nested_in or ""))
 
     program = list(layer_deltas.values())
     program_bytes = sum(d["alloc_bytes"] for d in program)
