@@ -16,9 +16,9 @@ def _names(values: list[str]) -> str:
 
 def _lengthened(v: dict[str, Any]) -> str:
     runs = "; ".join(f"{command} on {server}: {requests:,}" for command, server, requests in v["runs"])
-    return (f"{v['requests']:,} requests (--requests) would have made runs shorter than {v['seconds']:g} s, too "
-            "short for a rate to mean anything: zprof lengthened those to the requests that last at least that long, "
-            f"in every trial ({runs}).")
+    return (f"trials start from {v['requests']:,} requests (--requests); where that would have lasted under "
+            f"{v['seconds']:g} s, too short for a rate to mean anything, zprof lengthened the run to the requests "
+            f"that last at least that long, in every trial ({runs}).")
 
 
 def _build_mode(v: dict[str, Any]) -> str:
