@@ -3,9 +3,6 @@
 
 from __future__ import annotations
 
-import os
-import shlex
-import sys
 from pathlib import Path
 
 import click
@@ -19,18 +16,9 @@ from zprof.progress import LiveProgress
 from zprof.report.common import make_console
 from zprof.report.regress import regress_document
 from zprof.report.render import to_markdown, to_terminal
-from zprof.sessions.baseline import (
-    check_name,
-    check_regression,
-    git_hooks_dir,
-    git_toplevel,
-    load_baseline,
-    project_root,
-    suite_settings,
-)
+from zprof.sessions.baseline import check_name, check_regression, load_baseline, project_root, suite_settings
+from zprof.sessions.pre_commit import install_pre_commit_hook
 from zprof.sessions.target import TargetOptions
-
-HOOK = "pre-commit"
 
 
 @click.command("regress")
@@ -51,7 +39,8 @@ def regress_command(target: TargetOptions, baseline_name: str | None, commands: 
     regression (or a throughput under 70% of Redis), 2 when it could not measure."""
     root = project_root(target.project)
     if install_hook:
-        install_pre_commit_hook(root, baseline_name)
+        hook, command = install_pre_commit_hook(root, baseline_name)
+        make_console().print(f"Installed {hook}: git commit now runs {command}", soft_wrap=True)
         return 0
     for path, flag in ((json_path, "--json"), (markdown_path, "--markdown")):
         if path is not None and not path.absolute().parent.is_dir():
@@ -73,40 +62,3 @@ def regress_command(target: TargetOptions, baseline_name: str | None, commands: 
         write_text_atomically(markdown_path, to_markdown(document))
     to_terminal(document, make_console())
     return run.exit_code
-
-
-def hook_script(root: Path, toplevel: Path, baseline_name: str | None) -> str:
-    project = os.path.relpath(root, toplevel)
-    command = [sys.executable, "-m", "zprof", "regress", "--project", project, "--trials", "0"]
-    if baseline_name:
-        command += ["--baseline", check_name(baseline_name)]
-    return "\n".join([
-        "#!/bin/sh",
-        "# Written by `zprof regress --install-hook`: blocks a commit whose allocations or instructions per",
-        f"# request regressed against the newest baseline in {project}/.zprof/baselines/ (exit 1), or that zprof",
-        "# could not measure (exit 2). Only the deterministic signals (--trials 0): quick, and no noisy machine",
-        "# can fool them. It measures the working tree. Skip it once with: git commit --no-verify",
-        "exec " + shlex.join(command),
-        "",
-    ])
-
-
-def install_pre_commit_hook(root: Path, baseline_name: str | None) -> Path:
-    hooks, toplevel = git_hooks_dir(root), git_toplevel(root)
-    if hooks is None or toplevel is None:
-        raise ZprofError(f"{root} is not in a git checkout: there is no repository to install a hook in")
-    hook = hooks / HOOK
-    script = hook_script(root, toplevel, baseline_name)
-    if hook.exists() or hook.is_symlink():
-        raise ZprofError(f"a {HOOK} hook exists already ({hook}); zprof does not overwrite it",
-                         detail="Add this line to it instead:\n" + script.splitlines()[-1])
-    hooks.mkdir(parents=True, exist_ok=True)
-    try:
-        with open(hook, "x") as file:  # "x": never over a hook written meanwhile
-            file.write(script)
-    except FileExistsError:
-        raise ZprofError(f"a {HOOK} hook exists already ({hook}); zprof does not overwrite it") from None
-    hook.chmod(0o755)
-    make_console().print(f"Installed {hook}: git commit now runs {script.splitlines()[-1].removeprefix('exec ')}",
-                         soft_wrap=True)
-    return hook
