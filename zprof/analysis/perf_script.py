@@ -150,13 +150,15 @@ class PerfSymbolizer:
 
     def wanted_addresses(self, samples: list[RawSample]) -> set[int]:
         """The target's distinct addresses in `samples`, as they are looked up (return addresses less one)."""
+        # A recording repeats its stacks and its frames: each distinct one is looked at once.
+        stacks = {sample.frames for sample in samples}
+        frames = {(frame, depth == 0) for stack in stacks for depth, frame in enumerate(stack)}
         wanted = set()
-        for sample in samples:
-            for depth, frame in enumerate(sample.frames):
-                if self.in_target(frame.dso):
-                    address = self._link_address(frame)
-                    if address is not None:
-                        wanted.add(address if depth == 0 else address - 1)
+        for frame, is_leaf in frames:
+            if self.in_target(frame.dso):
+                address = self._link_address(frame)
+                if address is not None:
+                    wanted.add(address if is_leaf else address - 1)
         return wanted
 
     def prefetch(self, samples: list[RawSample]) -> None:
