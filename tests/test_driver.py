@@ -18,6 +18,7 @@ import pytest
 from tests.fake_servers import FakeServer
 from zprof.load import driver
 from zprof.load.driver import BackgroundLoad, LoadError, LoadSession, Workload, drive
+from zprof.load.pubsub import CHANNEL, Subscribers
 from zprof.load.workloads import NumberedKeys, bench_workload
 from zprof.server import HOST, Server, ServerSpec
 
@@ -42,6 +43,26 @@ def test_every_request_is_counted_and_every_batch_timed(redis, clients, pipeline
     batches = sum(math.ceil((share + (index < extra)) / pipeline) for index in range(clients))
     assert result.latency_us.get_total_count() == batches
     assert result.batch_size == pipeline and result.seconds > 0 and result.latency().p50 > 0
+
+
+@needs_redis
+def test_subscribers_wait_until_every_publish_reached_every_one_of_them(redis):
+    # stop() once compared the messages received with the PUBLISHes sent, so it returned as soon as a
+    # third of the messages three subscribers were owed had arrived, and a loaded machine saw "lost" ones.
+    # Here stop() is called while the PUBLISHes are still going out, so the old rule stopped for certain.
+    subscribers = Subscribers(redis.port, 3)
+    subscribers.start()
+    publishes = 60_000
+    results = []
+    publisher = threading.Thread(target=lambda: results.append(drive(
+        redis.port, Workload.from_template(f"PUBLISH {CHANNEL.decode()} xxx"), 1, 100, publishes)))
+    publisher.start()
+    try:
+        delivered = subscribers.stop(publishes)
+    finally:
+        publisher.join(60)
+    assert results[0].requests == publishes
+    assert (delivered, subscribers.error) == (3 * publishes, None)
 
 
 @needs_redis

@@ -20,7 +20,8 @@ DELIVERY_WAIT_MAX_S = 30.0
 
 class Subscribers:
     """`count` connections SUBSCRIBEd to CHANNEL, counting in a thread of their own every
-    message they receive; `stop` waits for the expected count (or until it stands still)."""
+    message they receive; `stop` waits for every message the PUBLISHes sent (or until the count
+    stands still)."""
 
     def __init__(self, port: int, count: int) -> None:
         self.count = count
@@ -82,8 +83,10 @@ class Subscribers:
         finally:
             selector.close()
 
-    def stop(self, expected: int) -> int:
-        """The messages received, once `expected` arrived or none came for DELIVERY_SETTLE_S."""
+    def stop(self, publishes: int) -> int:
+        """The messages received, once each of the `publishes` PUBLISHes reached every subscriber, or
+        none came for DELIVERY_SETTLE_S."""
+        expected = publishes * self.count
         give_up = time.monotonic() + DELIVERY_WAIT_MAX_S
         last, still_since = -1, time.monotonic()
         while self._thread.is_alive() and self.received < expected and time.monotonic() < give_up:
