@@ -55,6 +55,7 @@ bench: $(STAMP)
 	  --binary "$$($(ZPROF) build --no-shim --project $(BENCH_PROJECT) 2>/dev/null | tail -1)"
 	$(PY) benchmarks/driver.py
 	$(PY) benchmarks/turnaround.py --project $(BENCH_PROJECT)
+	$(MAKE) profile
 
 # zprof's own Python, sampled by py-spy (wall time, waits included) during an allocs and a flame run;
 # writes speedscope files (open them at https://www.speedscope.app) and prints where the time went.

@@ -28,6 +28,8 @@ TESTS = os.environ.get("TESTS", "set,get,hset,lpush,sadd")
 REQUESTS = os.environ.get("REQUESTS", "1000000")
 HOOK_CALLS = 4_000_000
 TRACY_NS_PER_STACK = 98  # Tracy's manual: "about 98 ns" per call-stack capture
+SITES_TARGET = 0.95  # issue 14: at most 5% of the throughput with call sites
+COUNTERS_TARGET = 0.98  # and at most 2% with counters only
 
 sys.path.insert(0, str(REPO))
 from benchmarks.common import machine_line  # noqa: E402
@@ -104,11 +106,16 @@ def server_cost(scratch: Path) -> None:
                 results[name].append(redis_benchmark(server.port))
     print(f"minikv, redis-benchmark -c 50 -P 16 -n {REQUESTS}, median of {ROUNDS} alternating rounds (req/s)")
     print(f"{'command':<8}" + "".join(f"{name:>15}" for name in FLAVOURS) + f"{'sites/none':>12}{'counters/none':>15}")
+    ratios: dict[str, tuple[float, float]] = {}
     for command in results["no shim"][0]:
         medians = [statistics.median(r[command] for r in results[name]) for name in FLAVOURS]
+        ratios[command] = (medians[2] / medians[0], medians[3] / medians[0])
         print(f"{command:<8}" + "".join(f"{m:>15,.0f}" for m in medians)
-              + f"{medians[2] / medians[0]:>12.2f}{medians[3] / medians[0]:>15.2f}")
-    print("  targets: call sites at least 0.95 of no shim, counters only at least 0.98")
+              + f"{ratios[command][0]:>12.2f}{ratios[command][1]:>15.2f}")
+    for label, index, target in (("call sites", 0, SITES_TARGET), ("counters only", 1, COUNTERS_TARGET)):
+        worst = min(ratios, key=lambda command: ratios[command][index])
+        print(f"  {label}: the lowest ratio {ratios[worst][index]:.2f} ({worst}) | target at least {target} of "
+              f"no shim: {'met' if ratios[worst][index] >= target else 'NOT met'}")
 
 
 def main() -> None:
