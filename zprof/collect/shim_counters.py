@@ -168,6 +168,11 @@ def _block(view: mmap.mmap, offset: int, count: int, size: int) -> bytes:
     return view[offset : offset + count * size]
 
 
+def _per_shard(view: mmap.mmap, count: int, offset: int, stride: int, shards: range) -> list[tuple[int, ...]]:
+    """The record of `count` counters at `offset` in the first shard's copy of its table, from every shard."""
+    return [struct.unpack_from(f"<{count}Q", view, offset + shard * stride) for shard in shards]
+
+
 def _sum_columns(rows: list[tuple[int, ...]]) -> list[int]:
     """Adds up per-shard rows column by column, as the hook's wrapping u64 counters do."""
     return [sum(column) & 0xFFFF_FFFF_FFFF_FFFF for column in zip(*rows, strict=True)]
@@ -242,11 +247,8 @@ class ShimCounters:
         try:
             losses = LossCounters(*struct.unpack_from(f"<{_n_fields(LossCounters)}Q", view, header.losses_offset))
             shards = range(header.shard_count)
-            size_classes = _sum_columns([
-                struct.unpack_from(f"<{header.size_class_count}Q", view,
-                                   header.size_classes_offset + shard * header.size_classes_stride)
-                for shard in shards
-            ])
+            size_classes = _sum_columns(_per_shard(view, header.size_class_count, header.size_classes_offset,
+                                                   header.size_classes_stride, shards))
             layers = self._layers(header, view, shards)
             sites = self._sites(header, view, shards)
         except (struct.error, ValueError) as error:
@@ -264,11 +266,9 @@ class ShimCounters:
         for index, alloc_fn in enumerate(alloc_fns):
             if alloc_fn == 0:
                 break
-            counts = _sum_columns([
-                struct.unpack_from(f"<{LAYER_COUNTS_FIELDS}Q", view, header.layer_counts_offset
-                                   + shard * header.layer_counts_stride + index * header.layer_counts_size)
-                for shard in shards
-            ])
+            counts = _sum_columns(_per_shard(view, LAYER_COUNTS_FIELDS,
+                                             header.layer_counts_offset + index * header.layer_counts_size,
+                                             header.layer_counts_stride, shards))
             layer_offset = header.layers_offset + index * header.layer_size
             live_bytes, peak_live_bytes = struct.unpack_from("<2Q", view, layer_offset)
             calls, reissues = counts[: 2 * CALLS_FIELDS], counts[2 * CALLS_FIELDS :]
@@ -283,11 +283,9 @@ class ShimCounters:
             key, ready, layer, parent = record[:SITE_IDENTITY_FIELDS]
             if key == 0 or ready != 1:
                 continue
-            per_shard = [
-                struct.unpack_from(f"<{SITE_COUNTS_FIELDS}Q", view, header.site_counts_offset
-                                   + shard * header.site_counts_stride + index * header.site_counts_size)
-                for shard in shards
-            ]
+            per_shard = _per_shard(view, SITE_COUNTS_FIELDS,
+                                   header.site_counts_offset + index * header.site_counts_size,
+                                   header.site_counts_stride, shards)
             allocs, alloc_bytes, frees, free_bytes = _sum_columns([row[:4] for row in per_shard])
             # A shard's minimum is 0 until it counted an allocation at the site.
             minimums = [row[4] for row in per_shard if row[4]]
