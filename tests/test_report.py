@@ -10,6 +10,7 @@ from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from zprof import artifact
@@ -101,6 +102,42 @@ def _saved(kind: str) -> dict:
     return json.loads((RUNS / f"{kind}.json").read_text())
 
 
+def test_a_run_that_cannot_be_read_is_left_out_of_a_directory_and_named(run_zprof, tmp_path):
+    for kind in ("allocs", "flame"):
+        (tmp_path / kind).mkdir()
+        (tmp_path / kind / "run.json").write_text((RUNS / f"{kind}.json").read_text())
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "run.json").write_text(json.dumps({**_saved("bench"), "schema": "zprof.bench/3"}))
+    done = run_zprof("report", str(tmp_path), cwd=tmp_path, env={"COLUMNS": "140"})
+    assert done.returncode == 0, done.output
+    assert done.stdout == "".join((RUNS / f"{kind}.txt").read_text() for kind in ("allocs", "flame"))
+    named = " ".join(done.stderr.split())
+    assert "1 of the 3 runs" in named and "old/run.json is a bench run of layout '3'" in named
+    page = run_zprof("report", str(tmp_path), "--format", "md", cwd=tmp_path)
+    assert page.returncode == 0, page.output
+    assert "Left out: 1 saved run(s)" in page.stdout and "old/run.json" in page.stdout
+    assert page.stdout.count("# zprof allocs") == 1 and page.stdout.count("# zprof flame") == 1
+    for kind in ("allocs", "flame"):
+        (tmp_path / kind / "run.json").write_text("{ cut short")
+    nothing = run_zprof("report", str(tmp_path))
+    assert nothing.returncode == 2 and "none of the 3 runs" in " ".join(nothing.output.split())
+    assert "Traceback" not in nothing.output
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_printed_schema_accepts_a_saved_run_and_refuses_a_broken_one(run_zprof, tmp_path, kind):
+    done = run_zprof("report", "--schema", kind)
+    assert done.returncode == 0, done.output
+    schema = json.loads(done.stdout)
+    jsonschema.validate(_saved(kind), schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**_saved(kind), "schema": "zprof.other/1"}, schema)
+    written = run_zprof("report", "--schema", kind, "--output", str(tmp_path / "schema.json"))
+    assert written.returncode == 0 and json.loads((tmp_path / "schema.json").read_text()) == schema
+    both = run_zprof("report", "--schema", kind, str(RUNS / f"{kind}.json"))
+    assert both.returncode == 2 and "takes no PATH" in both.output
+
+
 @pytest.mark.parametrize(("name", "content", "message"), [
     ("not-json", "{ this is not json", "not readable JSON"),
     ("truncated", (RUNS / "allocs.json").read_text()[:2000], "not readable JSON"),
@@ -124,6 +161,8 @@ def test_a_missing_run_is_refused(run_zprof, tmp_path):
     assert done.returncode == 2 and "no such file" in done.output
     done = run_zprof("report", str(tmp_path))
     assert done.returncode == 2 and "holds no zprof run" in done.output
+    done = run_zprof("report")
+    assert done.returncode == 2 and "needs the PATH of a saved run" in done.output
 
 
 def test_a_run_that_does_not_fit_its_schema_is_never_written(tmp_path):

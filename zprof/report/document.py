@@ -11,6 +11,7 @@ Styles are names the renderers map: "bold", "dim", "red", "bold red",
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,6 +115,15 @@ def combined(title: str, documents: list[tuple[Path, Document]]) -> Document:
         blocks.append(Heading(document.title, 1))
         blocks += _located(document.blocks, directory)
     return Document(title, blocks)
+
+
+def unreadable_runs(refused: Sequence[tuple[Path, Exception]]) -> list[Block]:
+    """What a report of several runs says first about the runs it had to leave out, so the page does
+    not look like all there is."""
+    if not refused:
+        return []
+    return [Paragraph(line(Span(f"Left out: {len(refused)} saved run(s) this zprof cannot read", "yellow"))),
+            *(Paragraph(line(f"- {error}")) for _, error in refused)]
 
 
 def _located(blocks: list[Block], directory: Path) -> list[Block]:
