@@ -112,7 +112,7 @@ def test_a_run_that_cannot_be_read_is_left_out_of_a_directory_and_named(run_zpro
     assert done.returncode == 0, done.output
     assert done.stdout == "".join((RUNS / f"{kind}.txt").read_text() for kind in ("allocs", "flame"))
     named = " ".join(done.stderr.split())
-    assert "1 of the 3 runs" in named and "old/run.json is a bench run of layout '3'" in named
+    assert "1 of the 3 runs" in named and "old/run.json was saved in layout zprof.bench/3" in named
     page = run_zprof("report", str(tmp_path), "--format", "md", cwd=tmp_path)
     assert page.returncode == 0, page.output
     assert "Left out: 1 saved run(s)" in page.stdout and "old/run.json" in page.stdout

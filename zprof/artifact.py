@@ -114,7 +114,7 @@ def from_json(data: object, source: str) -> Run:
         raise ZprofError(f"{source} is not a zprof run: its schema is {schema!r}",
                          detail="zprof reads " + ", ".join(k.schema for k in KINDS) + ".")
     if version != str(kind.version):
-        raise ZprofError(f"{source} is a {kind.name} run of layout {version!r}; this zprof reads {kind.schema}",
+        raise ZprofError(f"{source} was saved in layout {schema}; this zprof reads {kind.schema}",
                          detail="Run the measurement again with this zprof to get a run it can read.")
     body = {key: value for key, value in data.items() if key not in ENVELOPE}
     try:
