@@ -89,10 +89,15 @@ def test_json_format_gives_the_run_as_saved(run_zprof, elsewhere):
     assert json.loads(done.stdout) == json.loads((RUNS / "bench.json").read_text())
 
 
+def _directory_of_runs(directory: Path, kinds: tuple[str, ...]) -> None:
+    """Each saved run of `kinds` in its own subdirectory, as a command's output directory holds it."""
+    for kind in kinds:
+        (directory / kind).mkdir()
+        (directory / kind / "run.json").write_text((RUNS / f"{kind}.json").read_text())
+
+
 def test_a_directory_of_runs_renders_each(run_zprof, tmp_path):
-    for kind in ("allocs", "flame"):
-        (tmp_path / kind).mkdir()
-        (tmp_path / kind / "run.json").write_text((RUNS / f"{kind}.json").read_text())
+    _directory_of_runs(tmp_path, ("allocs", "flame"))
     done = run_zprof("report", str(tmp_path), cwd=tmp_path, env={"COLUMNS": "140"})
     assert done.returncode == 0, done.output
     assert done.stdout == "".join((RUNS / f"{kind}.txt").read_text() for kind in ("allocs", "flame"))
@@ -103,9 +108,7 @@ def _saved(kind: str) -> dict:
 
 
 def test_a_run_that_cannot_be_read_is_left_out_of_a_directory_and_named(run_zprof, tmp_path):
-    for kind in ("allocs", "flame"):
-        (tmp_path / kind).mkdir()
-        (tmp_path / kind / "run.json").write_text((RUNS / f"{kind}.json").read_text())
+    _directory_of_runs(tmp_path, ("allocs", "flame"))
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "run.json").write_text(json.dumps({**_saved("bench"), "schema": "zprof.bench/3"}))
     done = run_zprof("report", str(tmp_path), cwd=tmp_path, env={"COLUMNS": "140"})

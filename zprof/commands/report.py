@@ -59,23 +59,23 @@ def report_command(path: Path | None, output_format: str, output: Path | None, s
         _emit(to_markdown(document) if output_format == "md" else to_html(document), output)
     if refused:
         click.echo(f"zprof: note: {len(refused)} of the {len(files)} runs under {path} cannot be read and "
-                   "are left out:\n" + "\n".join(f"  {error.message}" for _, error in refused), err=True)
+                   "are left out:\n" + "\n".join(f"  {error.message}" for error in refused), err=True)
 
 
-def _read_all(path: Path, files: list[Path]) -> tuple[list[tuple[Path, artifact.Run]], list[tuple[Path, ZprofError]]]:
+def _read_all(path: Path, files: list[Path]) -> tuple[list[tuple[Path, artifact.Run]], list[ZprofError]]:
     """Every run that reads; in a directory of several, one this zprof cannot read (a run of an older
     layout, a file cut short) is left out and named, rather than hiding all the others."""
     runs: list[tuple[Path, artifact.Run]] = []
-    refused: list[tuple[Path, ZprofError]] = []
+    refused: list[ZprofError] = []
     for file in files:
         try:
             runs.append((file, artifact.read(file)))
         except ZprofError as error:
             if len(files) == 1:
                 raise
-            refused.append((file, error))
+            refused.append(error)
     if not runs:
-        first = refused[0][1]
+        first = refused[0]
         raise ZprofError(f"none of the {len(files)} runs under {path} can be read; "
                          f"the first: {first.message}", detail=first.detail)
     return runs, refused

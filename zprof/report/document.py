@@ -117,13 +117,13 @@ def combined(title: str, documents: list[tuple[Path, Document]]) -> Document:
     return Document(title, blocks)
 
 
-def unreadable_runs(refused: Sequence[tuple[Path, Exception]]) -> list[Block]:
+def unreadable_runs(refused: Sequence[Exception]) -> list[Block]:
     """What a report of several runs says first about the runs it had to leave out, so the page does
     not look like all there is."""
     if not refused:
         return []
     return [Paragraph(line(Span(f"Left out: {len(refused)} saved run(s) this zprof cannot read", "yellow"))),
-            *(Paragraph(line(f"- {error}")) for _, error in refused)]
+            *(Paragraph(line(f"- {error}")) for error in refused)]
 
 
 def _located(blocks: list[Block], directory: Path) -> list[Block]:
