@@ -71,13 +71,19 @@ def test_every_planted_defect_is_named_under_its_rule(validated):
 
 
 def test_a_hot_loop_is_named_critical_and_blocks(validated):
-    done, _, report = validated(*HOT_LOOP)
+    done, out, report = validated(*HOT_LOOP)
     assert report is not None, done.output
     assert done.returncode == 1 and report["verdict"] == "needs-work", done.output
     hot = next(r for r in report["recommendations"] if r["function"] == "defects.spinScore")
-    assert hot["rule"] == "hot-function" and hot["critical"]
+    assert hot["rule"] == "hot-function" and hot["critical"] and hot["command"] == "ZADD"
     assert any(blocker.startswith("ZADD throughput") for blocker in report["blockers"])
-    assert not any(blocker.startswith("GET") for blocker in report["blockers"])
+    # GET is left alone. Not "GET is no blocker": minikv's GET sits near 70% of Redis' on two busy cores, at
+    # the blocking threshold itself, so two trials may or may not call it under; the defect's ZADD is an
+    # order of magnitude beyond it either way.
+    bench = json.loads((out / "bench" / "run.json").read_text())
+    get, zadd = (next(c for c in bench["commands"] if c["command"] == name) for name in ("GET", "ZADD"))
+    assert get["throughput"]["percent"] > 10 * zadd["throughput"]["percent"], (get, zadd)
+    assert not any(r["critical"] and r["command"] == "GET" for r in report["recommendations"])
 
 
 def test_with_no_defect_nothing_is_critical(validated):
