@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from zprof.analysis.stacks import Frame, ProfileBuilder, StackProfile
 from zprof.analysis.symbols import display_path, is_std_file
+from zprof.builder.project import SourceRoots
 
 MAX_DEPTH = 64
 # Paths lighter than this share of the total are not expanded further.
@@ -36,7 +37,9 @@ class _Function:
         return self.self_cost + sum(self.calls.values())
 
 
-def parse_callgrind(text: str) -> dict[str, _Function]:
+def parse_callgrind(text: str, source_roots: SourceRoots | None = None) -> dict[str, _Function]:
+    """Each function's own cost and its calls; `source_roots` names the project's files under its own checkout
+    when the binary was compiled in another."""
     functions: dict[str, _Function] = {}
     names_by_id: dict[str, str] = {}
     current: _Function | None = None
@@ -70,7 +73,8 @@ def parse_callgrind(text: str) -> dict[str, _Function]:
         elif key == "fn":
             name = function_name(line.split("=", 1)[1].strip())
             current = functions.setdefault(name, _Function(name))
-            current.file, current.obj = current.file or file, current.obj or obj
+            current.file = current.file or (source_roots.place(file) if source_roots is not None else file)
+            current.obj = current.obj or obj
         elif key == "cfn":
             callee = function_name(line.split("=", 1)[1].strip())
         elif key == "calls":
@@ -103,8 +107,10 @@ def _frame(function: _Function) -> Frame:
     return Frame(function.name, path, None, kind)
 
 
-def build_callgrind_profile(text: str, thread: str = "callgrind") -> StackProfile:
-    functions = parse_callgrind(text)
+def build_callgrind_profile(text: str, thread: str = "callgrind",
+                            source_roots: SourceRoots | None = None) -> StackProfile:
+    """`source_roots` names the project's files under its own checkout when the binary was compiled in another."""
+    functions = parse_callgrind(text, source_roots)
     # A root is where cost enters the call graph: `(below main)`, and thread
     # entries such as clone, whose cost in the new thread is far more than the
     # spawning thread's call to it. A function's root weight is the part of its

@@ -27,6 +27,7 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 from zprof.analysis.dwarf import NAME_KEYS, DwarfReader, Scope, UnsupportedDwarf, inlined_calls_lack_files
+from zprof.builder.project import SourceRoots
 from zprof.errors import ZprofError
 from zprof.procs import run_bounded
 
@@ -76,10 +77,13 @@ def is_std_file(path: str | None) -> bool:
 
 class Symbolizer:
     """`backend`: None picks llvm-symbolizer when it is installed and reads this binary's DWARF right,
-    else zprof's own reader; LLVM_SYMBOLIZER or PYTHON_DWARF forces one (for benchmarks and tests)."""
+    else zprof's own reader; LLVM_SYMBOLIZER or PYTHON_DWARF forces one (for benchmarks and tests).
+    `roots`: files are named under the project's checkout rather than the one the binary was compiled in."""
 
-    def __init__(self, binary: Path, cache_dir: Path | None = None, backend: str | None = None) -> None:
+    def __init__(self, binary: Path, cache_dir: Path | None = None, backend: str | None = None,
+                 roots: SourceRoots | None = None) -> None:
         self.binary = binary
+        self._roots = roots if roots is not None and roots.moved else None
         try:
             self._file = open(binary, "rb")  # noqa: SIM115 - kept open for lazy DWARF reads
             self._elf = ELFFile(self._file)
@@ -186,7 +190,11 @@ class Symbolizer:
                     frames = (*frames[:-1], replace(frames[-1], function=name))
                 self._cache[address] = frames or (SourceFrame(name or f"0x{address:x}", None, None),)
             self._write_cache()
-        return {address: self._cache[address] for address in addresses}
+        if self._roots is None:
+            return {address: self._cache[address] for address in addresses}
+        place = self._roots.place
+        return {address: tuple(replace(frame, file=place(frame.file)) for frame in self._cache[address])
+                for address in addresses}
 
     def _resolve(self, wanted: list[int]) -> dict[int, tuple[SourceFrame, ...]]:
         backend = self._requested_backend or self._default_backend()

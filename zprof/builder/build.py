@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -10,6 +11,8 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -22,6 +25,7 @@ from zprof.paths import cache_dir, cache_root
 from zprof.procs import Completed, run_bounded
 
 BUILD_TIMEOUT_S = 1800
+LOCK_POLL_S = 0.2
 LOG_TAIL_LINES = 40
 DEFAULT_OPTIMIZE = "ReleaseFast"
 # Where a binary's build mode came from (BuildResult.optimize_source).
@@ -66,16 +70,27 @@ class BuildResult:
     optimize: str = DEFAULT_OPTIMIZE  # the build mode of the binary
     optimize_source: str = REQUESTED  # REQUESTED, DECLARED or ZIG_DEFAULT
     build_args: tuple[str, ...] = ()  # what zprof passed to zig build beyond its own flags
+    # The checkout the binary was compiled in, which its DWARF names: another checkout with the same sources
+    # (a copy, a git worktree) reuses the build, and zprof names its files under its own root
+    # (SourceRoots).
+    source_root: str = ""
 
 
 def build_key(request: BuildRequest) -> str:
+    """The sources' contents and the build's settings, not the checkout's path: copies and worktrees of the
+    same sources share one build. Whether the mode was asked for is not part of it either: a project with
+    an optimize option builds the same binary either way (see _cached for one without)."""
     digest = hashlib.sha256()
-    # The path is part of the key: DWARF names source files by absolute path.
-    digest.update(str(request.project.root).encode() + b"\0")
     hash_sources(request.project.root, digest)
-    digest.update(f"{request.zig.version}|{request.optimize}|{request.optimize_asked}|{request.extra_args}".encode())
+    digest.update(f"{request.zig.version}|{request.optimize}|{request.extra_args}".encode())
     digest.update((shim.shim_fingerprint(request.shim_variant) if request.with_shim else "no-shim").encode())
     return digest.hexdigest()[:20]
+
+
+def _no_optimize_option_asked(request: BuildRequest) -> ZprofError:
+    return ZprofError(f"--optimize {request.optimize}: {request.project.root}'s build.zig declares no optimize "
+                      "option (zig build: invalid option -Doptimize)",
+                      detail="Build it as the project declares: leave out --optimize (and optimize in zprof.toml).")
 
 
 def _executables(prefix: Path) -> list[str]:
@@ -213,24 +228,49 @@ def build(request: BuildRequest) -> BuildResult:
     cached = _cached(request, out_dir, key, started)
     if cached is not None:
         return cached
-    stamp.discard(out_dir)
-
-    lib_dir = shim.overlay_lib_dir(zig, cache_root(), request.shim_variant) if request.with_shim else None
-    staging = Path(tempfile.mkdtemp(prefix=f"{out_dir.name}.partial-", dir=builds))
-    run = registry.current()
-    run.add_directory(staging)
-    try:
-        result = _build_into(request, staging, out_dir / "prefix", lib_dir, key, started)
-        meta = {k: v for k, v in asdict(result).items() if k not in ("cached", "seconds")}
-        meta["binary"] = str(result.binary)
-        (staging / "build.json").write_text(json.dumps(meta, indent=2))
-        stamp.write_stamp(staging, key, [staging / "build.json",
-                                         *(staging / "prefix" / "bin" / name for name in result.executables)])
-        stamp.put_in_place(staging, out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        run.remove_directory(staging)
+    with _one_build_at_a_time(out_dir.name):
+        cached = _cached(request, out_dir, key, started)  # another zprof may have made it meanwhile
+        if cached is not None:
+            return cached
+        stamp.discard(out_dir)
+        lib_dir = shim.overlay_lib_dir(zig, cache_root(), request.shim_variant) if request.with_shim else None
+        staging = Path(tempfile.mkdtemp(prefix=f"{out_dir.name}.partial-", dir=builds))
+        run = registry.current()
+        run.add_directory(staging)
+        try:
+            result = _build_into(request, staging, out_dir / "prefix", lib_dir, key, started)
+            meta = {k: v for k, v in asdict(result).items() if k not in ("cached", "seconds")}
+            meta["binary"] = str(result.binary)
+            (staging / "build.json").write_text(json.dumps(meta, indent=2))
+            stamp.write_stamp(staging, key, [staging / "build.json",
+                                             *(staging / "prefix" / "bin" / name for name in result.executables)])
+            stamp.put_in_place(staging, out_dir)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+            run.remove_directory(staging)
     return result
+
+
+@contextmanager
+def _one_build_at_a_time(entry: str) -> Iterator[None]:
+    """Two zprof runs that need the same build (two checkouts, CI jobs, a suite run in parallel) compile it
+    once: the second waits for the first's lock, then finds the build in the cache. The kernel releases
+    the lock of a process that dies, so a killed build never blocks the next."""
+    with open(cache_dir("locks") / f"{entry}.lock", "a") as handle:
+        deadline = time.monotonic() + BUILD_TIMEOUT_S
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise ZprofError(f"another zprof has been building {entry} for over {BUILD_TIMEOUT_S} s",
+                                     detail=f"Its lock is {handle.name}.") from None
+                time.sleep(LOCK_POLL_S)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _cached(request: BuildRequest, out_dir: Path, key: str, started: float) -> BuildResult | None:
@@ -241,6 +281,8 @@ def _cached(request: BuildRequest, out_dir: Path, key: str, started: float) -> B
         meta = json.loads((out_dir / "build.json").read_text())
     except (OSError, ValueError):
         return None
+    if request.optimize_asked and meta["optimize_source"] != REQUESTED:
+        raise _no_optimize_option_asked(request)  # as the build itself would have refused it
     exe = choose_executable(request.project, meta["executables"], request.exe)
     binary = out_dir / "prefix" / "bin" / exe
     meta.update(binary=binary, cached=True, seconds=time.monotonic() - started,
@@ -257,10 +299,7 @@ def _build_into(request: BuildRequest, staging: Path, final_prefix: Path, lib_di
     done, log = _zig_build(request, prefix, lib_dir, f"-Doptimize={optimize}")
     if done.returncode != 0 and _no_optimize_option(log):
         if request.optimize_asked:
-            raise ZprofError(f"--optimize {request.optimize}: {project.root}'s build.zig declares no optimize option "
-                             "(zig build: invalid option -Doptimize)",
-                             detail="Build it as the project declares: leave out --optimize (and optimize in "
-                                    "zprof.toml).")
+            raise _no_optimize_option_asked(request)
         optimize, source = declared_mode(project)
         done, log = _zig_build(request, prefix, lib_dir, None)
     (staging / "build.log").write_text(log)
@@ -292,4 +331,5 @@ def _build_into(request: BuildRequest, staging: Path, final_prefix: Path, lib_di
         optimize=optimize,
         optimize_source=source,
         build_args=request.extra_args,
+        source_root=str(project.root),
     )

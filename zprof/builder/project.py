@@ -35,6 +35,25 @@ class ZigProject:
         return self.root / "build.zig"
 
 
+@dataclass(frozen=True)
+class SourceRoots:
+    """The checkout a binary was compiled in, whose paths its DWARF holds, and the checkout it stands for
+    now: a build is shared by checkouts with the same sources (builder.build.build_key), so a file under
+    the first is the same file under the second."""
+
+    compiled_in: str
+    project: str
+
+    def place(self, path: str | None) -> str | None:
+        if path and self.compiled_in and path.startswith(self.compiled_in + "/"):
+            return self.project + path[len(self.compiled_in):]
+        return path
+
+    @property
+    def moved(self) -> bool:
+        return bool(self.compiled_in) and self.compiled_in != self.project
+
+
 _DEPENDENCY = re.compile(r"\.(@\"[^\"]+\"|\w+)\s*=\s*\.\{(.*?)\}", re.S)
 
 

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from zprof.builder.project import SourceRoots
 from zprof.collect.valgrind import valgrind_path, valgrind_tool
 from zprof.errors import EXIT_TARGET, ZprofError
 from zprof.procs import run_bounded
@@ -124,8 +125,9 @@ _FRAME = re.compile(r"^0x([0-9A-Fa-f]+): (.*?)(?: \((?:in )?([^()]*?)(?::(\d+))?
 _BELOW = re.compile(r"^in ([\d,]+) places?, (?:all )?below")
 
 
-def parse_massif(text: str) -> MassifOutput:
-    """massif's output file (format version of valgrind 3.x)."""
+def parse_massif(text: str, roots: SourceRoots | None = None) -> MassifOutput:
+    """massif's output file (format version of valgrind 3.x); `roots` names the project's files under its own
+    checkout when the binary was compiled in another."""
     lines = text.splitlines()
     header: dict[str, str] = {}
     snapshots: list[MassifSnapshot] = []
@@ -158,6 +160,12 @@ def parse_massif(text: str) -> MassifOutput:
         raise ZprofError(f"cannot read massif's output near line {position}: {error}", exit_code=EXIT_TARGET) from error
     if not snapshots:
         raise ZprofError("massif's output holds no snapshots", exit_code=EXIT_TARGET)
+    if roots is not None:
+        nodes = [snapshot.tree for snapshot in snapshots if snapshot.tree is not None]
+        while nodes:
+            node = nodes.pop()
+            node.file = roots.place(node.file)
+            nodes.extend(node.children)
     return MassifOutput(command=header.get("cmd", ""), time_unit=header.get("time_unit", "i"), snapshots=snapshots)
 
 

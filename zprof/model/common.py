@@ -35,6 +35,9 @@ class TargetInfo:
     build_args: list[str] = field(default_factory=list)
     # What `zig build` reported although it produced the binary.
     build_warnings: list[str] = field(default_factory=list)
+    # The checkout the binary was compiled in, when it was another with the same sources (a copy, a worktree):
+    # the run names its files under `project`.
+    compiled_in: str | None = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,12 @@ class CpuUsage:
     server_percent: float | None
     load_generator_percent: float
     machine_percent: float
+
+    def others_percent(self, cores: int) -> float | None:
+        """What every other process (neither the server nor the load generator) used, in percent of one core."""
+        if self.server_percent is None:
+            return None
+        return round(max(0.0, self.machine_percent * cores - self.server_percent - self.load_generator_percent), 1)
 
 
 @dataclass(frozen=True)

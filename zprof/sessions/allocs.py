@@ -10,8 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from zprof.analysis.allocations import Window, analyse
-from zprof.analysis.symbols import Symbolizer
-from zprof.builder.build import cache_root
 from zprof.builder.shim import ENV_VAR
 from zprof.collect import process
 from zprof.collect.shim_counters import ShimCounters, create_counter_file
@@ -89,7 +87,7 @@ def measure_allocs(options: AllocsOptions, progress: Reporter) -> AllocsRun:
             f"their allocations are not the command's cost; the first: {load.first_error}",
             detail="Check the request (--args) against what the server implements.", exit_code=EXIT_TARGET)
     progress.status("Reading the call sites...")
-    with Symbolizer(built.binary, cache_root() / "symbols") as symbolizer:
+    with built.symbolizer() as symbolizer:
         if not symbolizer.has_debug_info:
             notes.append(Note("target.no-debug-info"))
         analysis = analyse(measured.window, load.requests, symbolizer, measured.bias, measured.halves,

@@ -22,7 +22,7 @@ from zprof import artifact
 from zprof.analysis.callgrind import parse_callgrind
 from zprof.analysis.regression import compare
 from zprof.analysis.symbols import display_path
-from zprof.builder.project import load_project
+from zprof.builder.project import SourceRoots, load_project
 from zprof.collect import valgrind
 from zprof.collect.machine import machine_info
 from zprof.collect.perf_stat import INSTRUCTIONS, PerfCounter, event_unavailable
@@ -220,7 +220,9 @@ def callgrind_instructions(target: TargetOptions, workload: Workload, requests: 
         profiled = record_flame(FlameOptions(target=target, workloads=[workload], label=workload.command, clients=1,
                                              pipeline=1, top=1, shim=False, engine=CALLGRIND, requests=requests),
                                 out_dir, progress)
-        functions = parse_callgrind(Path(profiled.run.files[-1]).read_text(errors="replace"))
+        target_info = profiled.run.target
+        roots = SourceRoots(target_info.compiled_in or "", target_info.project or "")
+        functions = parse_callgrind(Path(profiled.run.files[-1]).read_text(errors="replace"), roots)
     done = profiled.run.requests or requests
     total = sum(function.self_cost for function in functions.values())
     heaviest = sorted(functions.values(), key=lambda function: (-function.self_cost, function.name))
@@ -289,12 +291,8 @@ def _trials(options: SuiteOptions, workloads: list[Workload], redis: tuple[Path,
 
 
 def _sample(record: RunRecord) -> TrialSample:
-    cpu = record.cpu
-    other = (None if cpu.server_percent is None else
-             round(max(0.0, cpu.machine_percent * (os.cpu_count() or 1) - cpu.server_percent
-                       - cpu.load_generator_percent), 1))
     return TrialSample(record.trial, record.rps, record.latency_ms.p50, record.latency_ms.p99,
-                       cpu.load_generator_percent, other)
+                       record.cpu.load_generator_percent, record.cpu.others_percent(os.cpu_count() or 1))
 
 
 # Git ------------------------------------------------------------------------------------------

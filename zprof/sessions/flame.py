@@ -14,6 +14,7 @@ from zprof.analysis.perf_script import build_profile, parse_perf_script
 from zprof.analysis.stacks import StackProfile
 from zprof.analysis.symbols import Symbolizer
 from zprof.builder.build import cache_root
+from zprof.builder.project import SourceRoots
 from zprof.collect import perf, valgrind
 from zprof.errors import EXIT_TARGET, PartialRun, ZprofError
 from zprof.load.driver import BackgroundLoad, Workload
@@ -84,7 +85,7 @@ def record_flame(options: FlameOptions, out_dir: Path, progress: Reporter) -> Pr
     load, error = recorded.load, recorded.error
     served = (f"zprof's driver completed {load.result.requests:,} requests in {load.result.seconds:.1f} s"
               + (f", then {load.error}" if load.error else "") if isinstance(load, BackgroundLoad) else None)
-    profile = read_profile(recorded.recording.data, built.binary, frequency_hz=options.frequency,
+    profile = read_profile(recorded.recording.data, built.binary, roots=built.roots, frequency_hz=options.frequency,
                            duration_s=options.duration, served=served)
     summary = summarise(profile, options.top)
     run = FlameRun(command=options.label, engine=PERF, target=built.info(options.target.start_command),
@@ -180,7 +181,8 @@ def _callgrind(options: FlameOptions, out_dir: Path, progress: Reporter) -> Prof
     dumps = sorted(out_dir.glob("callgrind.out.*"))
     if not dumps:
         raise ZprofError("callgrind wrote no counts", exit_code=EXIT_TARGET)
-    profile = build_callgrind_profile(dumps[-1].read_text(errors="replace"), thread=built.project.name)
+    profile = build_callgrind_profile(dumps[-1].read_text(errors="replace"), thread=built.project.name,
+                                      source_roots=built.roots)
     description = (f"zprof's driver, {result.requests:,} requests, {probed.clients} client(s), pipeline "
                    f"{probed.pipeline}")
     run = FlameRun(command=options.label, engine=CALLGRIND, target=built.info(options.target.start_command),
@@ -210,8 +212,8 @@ def start_background_load(port: int, probed: Probed, notes: list[Note]) -> Backg
     return driver
 
 
-def read_profile(data: Path, binary: Path, *, frequency_hz: int, duration_s: float,
-                 served: str | None = None) -> StackProfile:
+def read_profile(data: Path, binary: Path, *, frequency_hz: int, duration_s: float, served: str | None = None,
+                 roots: SourceRoots | None = None) -> StackProfile:
     """perf.data to a symbolised profile; no samples is an error, never an empty graph."""
     samples = list(parse_perf_script(perf.script(data)))
     if not samples:
@@ -222,5 +224,5 @@ def read_profile(data: Path, binary: Path, *, frequency_hz: int, duration_s: flo
                    "more than it computes gets few samples.",
             exit_code=EXIT_TARGET,
         )
-    with Symbolizer(binary, cache_root() / "symbols") as symbolizer:
+    with Symbolizer(binary, cache_root() / "symbols", roots=roots) as symbolizer:
         return build_profile(samples, binary, symbolizer, frequency_hz=frequency_hz, duration_s=duration_s)

@@ -8,9 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from zprof.analysis.growth import massif_peak
-from zprof.analysis.symbols import Symbolizer
 from zprof.builder import shim
-from zprof.builder.build import cache_root
 from zprof.collect import massif, process, valgrind
 from zprof.errors import EXIT_TARGET, ZprofError
 from zprof.load.driver import Workload
@@ -46,7 +44,7 @@ def measure_massif(options: MassifOptions, out_dir: Path, progress: Reporter) ->
     massif.vgdb_path()
     built = build_target(options.target, progress, with_shim=True, shim_variant=shim.MASSIF,
                          extra_args=(f"-Dcpu={valgrind.VALGRIND_CPU}",))
-    with Symbolizer(built.binary, cache_root() / "symbols") as symbolizer:
+    with built.symbolizer() as symbolizer:
         functions = massif.alloc_fns(symbolizer.function_starts())
     bias = 0
     snapshots = out_dir / SNAPSHOTS_FILE
@@ -71,8 +69,8 @@ def measure_massif(options: MassifOptions, out_dir: Path, progress: Reporter) ->
                     error, run_dir / "server.log",
                     "measure with the shim instead (zprof memory without --engine).") from error
             raise
-    with Symbolizer(built.binary, cache_root() / "symbols") as symbolizer:
-        peak = massif_peak(massif.parse_massif(snapshots.read_text(errors="replace")), symbolizer, bias)
+    with built.symbolizer() as symbolizer:
+        peak = massif_peak(massif.parse_massif(snapshots.read_text(errors="replace"), built.roots), symbolizer, bias)
     if peak is None:
         raise ZprofError("massif recorded no heap tree", exit_code=EXIT_TARGET,
                          detail="Was the target built by zprof for massif? Its hooks tell valgrind about each block.")

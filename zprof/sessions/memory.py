@@ -13,8 +13,6 @@ from pathlib import Path
 import psutil
 
 from zprof.analysis.growth import RawSample, Recording, analyse, held_by_site, program_allocations
-from zprof.analysis.symbols import Symbolizer
-from zprof.builder.build import cache_root
 from zprof.builder.shim import ENV_VAR
 from zprof.collect import process
 from zprof.collect.shim_counters import ShimCounters, ShimSnapshot, create_counter_file
@@ -130,7 +128,7 @@ def measure_memory(options: MemoryOptions, progress: Reporter) -> MemoryRun:
                          detail="Check the request (--args) against what the server implements.", exit_code=EXIT_TARGET)
     progress.status("Reading the call sites...")
     recording = Recording(recorder.samples, recorder.phases, recorder.final, recorder.flushall_error)
-    with Symbolizer(built.binary, cache_root() / "symbols") as symbolizer:
+    with built.symbolizer() as symbolizer:
         if not symbolizer.has_debug_info:
             notes.append(Note("target.no-debug-info"))
         analysis = analyse(recording, symbolizer, bias)

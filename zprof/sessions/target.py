@@ -14,16 +14,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from zprof import registry
+from zprof.analysis.symbols import Symbolizer
 from zprof.builder import shim
 from zprof.builder.build import DEFAULT_OPTIMIZE, BuildRequest, BuildResult, build
-from zprof.builder.project import ZigProject, load_project
+from zprof.builder.project import SourceRoots, ZigProject, load_project
 from zprof.builder.toolchain import find_zig
 from zprof.config import ProjectConfig
 from zprof.errors import EXIT_TARGET, ZprofError
 from zprof.load.driver import LoadError, LoadResult, Workload, run_requests
 from zprof.load.probe import PROBE_TIMEOUT_S, Capabilities, check_command, probe, rejection
 from zprof.model.common import Note, TargetInfo
-from zprof.paths import cache_dir
+from zprof.paths import cache_dir, cache_root
 from zprof.progress import Reporter
 from zprof.server import HOST, Server, ServerSpec, Starts, fresh_server
 
@@ -55,12 +56,21 @@ class Built:
     def binary(self) -> Path:
         return self.result.binary
 
+    @property
+    def roots(self) -> SourceRoots:
+        """The binary may come from another checkout of the same sources: its files are named under this one."""
+        return SourceRoots(self.result.source_root, str(self.project.root))
+
+    def symbolizer(self) -> Symbolizer:
+        return Symbolizer(self.binary, cache_root() / "symbols", roots=self.roots)
+
     def info(self, start_command: str | None = None) -> TargetInfo:
         return TargetInfo(name=self.project.name, binary=str(self.result.binary), project=str(self.project.root),
                           zig_version=self.result.zig_version, optimize=self.result.optimize,
                           optimize_source=self.result.optimize_source, build_cached=self.result.cached,
                           build_seconds=round(self.result.seconds, 2), start_command=start_command,
-                          build_args=list(self.result.build_args), build_warnings=self.result.warnings)
+                          build_args=list(self.result.build_args), build_warnings=self.result.warnings,
+                          compiled_in=self.result.source_root if self.roots.moved else None)
 
 
 def build_target(options: TargetOptions, progress: Reporter, *, with_shim: bool, shim_variant: str = shim.COUNTING,
