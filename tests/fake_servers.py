@@ -13,6 +13,9 @@ minikv cannot be made to misbehave like this, so these play the faults:
   error, as a web server on the port would);
 - `silent`: accepts connections and reads them, but never answers anything,
   PING included.
+- `slow-start`: serves connections concurrently, but answers nothing in its
+  first 5 seconds (then everything it was asked): a concurrent server on a
+  machine too busy to answer within the probes' first deadline.
 
 Used in-process (`FakeServer(fault)`), or as a target zprof starts itself:
 
@@ -26,12 +29,14 @@ from __future__ import annotations
 import argparse
 import socket
 import threading
+import time
 
 from zprof.load.resp import ProtocolError, parse
 
-FAULTS = ("one-at-a-time", "drops-pipelined", "stalls-on-config", "garbage", "silent")
+FAULTS = ("one-at-a-time", "drops-pipelined", "stalls-on-config", "garbage", "silent", "slow-start")
 NOT_RESP = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"
 POLL_S = 0.2
+SLOW_START_S = 5.0
 
 
 def reply_to(command: list[bytes]) -> bytes:
@@ -60,6 +65,7 @@ class FakeServer:
         self.silent_on = {b"CONFIG"} if fault == "stalls-on-config" else set()
         self.garbage = fault == "garbage"
         self.silent = fault == "silent"
+        self.answers_from = time.monotonic() + (SLOW_START_S if fault == "slow-start" else 0.0)
         self.listener = socket.socket()
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.listener.bind(("127.0.0.1", port))
@@ -98,6 +104,7 @@ class FakeServer:
                 if not data:
                     return
                 buffer += data
+                time.sleep(max(0.0, self.answers_from - time.monotonic()))
                 try:
                     replies = self._replies(buffer)
                     if replies:

@@ -23,6 +23,14 @@ figure for that metric (throughput, or p99 latency) varied by more than
 `unstable_cv` percent (CV) over the trials and the ratio's 95% interval is not
 wholly inside one level; otherwise the level.
 
+Other processes on the machine (neither a server nor the load generator) take CPU from whichever side runs
+beside them, and nothing says they take it evenly: a Redis compared with itself while another program
+used a core came out at half its own speed. A side cannot lose more CPU time to them than they used, so a
+side that used S% of a core, beside a generator that used G%, while the others used O%, could have run at
+most (min(S, G) + O) / min(S, G) times faster (`interference`). A verdict is conclusive only when the 95%
+interval, widened by both sides' factors, still lies in one level: a ZADD at 2% of Redis stays a conclusive
+unacceptable on a busy machine, a Redis at 51% of itself does not.
+
 Memory per key is a verdict only from `MIN_KEYS_FOR_VERDICT` keys on: below
 that, the RSS per key extrapolates the allocator's fixed costs, and the status
 is `indicative`.
@@ -61,6 +69,8 @@ from zprof.model.common import Note, RatioEstimate
 # A load generator using this much of its one core was likely the bottleneck.
 GENERATOR_BOUND_PERCENT = 90.0
 MACHINE_SATURATED_PERCENT = 95.0
+# Said in the run's limitations from this interference factor on (other processes could have taken a tenth).
+NOTED_INTERFERENCE = 1.1
 # Memory per key is judged from this many keys on; below, it is indicative.
 MIN_KEYS_FOR_VERDICT = 100_000
 
@@ -124,9 +134,32 @@ def server_figures(records: Sequence[RunRecord]) -> ServerFigures:
     )
 
 
+def interference(records: Sequence[RunRecord], cores: int) -> float:
+    """How many times faster a side could have run without the other processes on the machine: the most,
+    over its trials, of (CPU it could have had) / (CPU it had), for the server and for the load generator
+    (either one's loss slows the requests); 1.0 when nothing else ran."""
+    factor = 1.0
+    for record in records:
+        others = record.cpu.others_percent(cores)
+        if not others:
+            continue
+        used = [percent for percent in (record.cpu.server_percent, record.cpu.load_generator_percent) if percent]
+        if used:
+            factor = max(factor, (min(used) + others) / min(used))
+    return round(factor, 2)
+
+
+def _widened(estimate: RatioEstimate | None, low_by: float, high_by: float) -> RatioEstimate | None:
+    if estimate is None or estimate.ci95 is None or (low_by == 1.0 and high_by == 1.0):
+        return estimate
+    low, high = estimate.ci95
+    return RatioEstimate(estimate.percent, (round(low / low_by, 2), round(high * high_by, 2)), estimate.pairs)
+
+
 def compare_command(command: str, args: str, records: Sequence[RunRecord], failure: CommandFailure | None,
-                    thresholds: Thresholds) -> CommandComparison:
-    """Pairs the target's and Redis' runs trial by trial (only trials where both ran)."""
+                    thresholds: Thresholds, cores: int) -> CommandComparison:
+    """Pairs the target's and Redis' runs trial by trial (only trials where both ran); `cores`: the machine's,
+    to tell what other processes used."""
     by_side = {side: {r.trial: r for r in records if r.server == side} for side in (TARGET, REDIS)}
     figures_of = {side: server_figures(list(runs.values())) if runs else None for side, runs in by_side.items()}
     tool = next((record.tool for record in records), None)
@@ -140,10 +173,15 @@ def compare_command(command: str, args: str, records: Sequence[RunRecord], failu
     target_figures, redis_figures = server_figures(target), server_figures(redis)
     throughput = paired_ratio([r.rps for r in target], [r.rps for r in redis])
     p99 = paired_ratio([r.latency_ms.p99 or 0.0 for r in target], [r.latency_ms.p99 or 0.0 for r in redis])
+    slowed_target, slowed_redis = interference(target, cores), interference(redis, cores)
+    # Throughput (target / Redis): a slowed target hides a higher ratio, a slowed Redis a lower one. p99: the
+    # other way round.
     throughput_verdict = None if throughput is None else judge(
-        throughput, thresholds.throughput_excellent, thresholds.throughput_acceptable, higher_is_better=True)
+        _widened(throughput, slowed_redis, slowed_target), thresholds.throughput_excellent,  # type: ignore[arg-type]
+        thresholds.throughput_acceptable, higher_is_better=True)
     latency_verdict = None if p99 is None else judge(
-        p99, thresholds.latency_excellent, thresholds.latency_acceptable, higher_is_better=False)
+        _widened(p99, slowed_target, slowed_redis), thresholds.latency_excellent,  # type: ignore[arg-type]
+        thresholds.latency_acceptable, higher_is_better=False)
     figures = (target_figures, redis_figures)
     unstable = any(f.rps.cv_percent is not None and f.rps.cv_percent > thresholds.unstable_cv for f in figures)
     latency_unstable = any(f.p99_cv_percent is not None and f.p99_cv_percent > thresholds.unstable_cv
@@ -157,7 +195,8 @@ def compare_command(command: str, args: str, records: Sequence[RunRecord], failu
         throughput_status=status_of(throughput_verdict, failed, unstable, generator_bound or saturated),
         latency_status=status_of(latency_verdict, failed, latency_unstable, generator_bound or saturated),
         unstable=unstable, latency_unstable=latency_unstable, load_generator_bound=generator_bound,
-        machine_saturated=saturated, failure=failure,
+        machine_saturated=saturated, failure=failure, target_interference=slowed_target,
+        redis_interference=slowed_redis,
     )
 
 
@@ -204,6 +243,10 @@ def comparison_limitations(commands: Sequence[CommandComparison], memory: Memory
         notes.append(Note("bench.generator-bound", {"percent": GENERATOR_BOUND_PERCENT, "commands": bound}))
     if saturated := listed("machine_saturated"):
         notes.append(Note("bench.machine-saturated", {"percent": MACHINE_SATURATED_PERCENT, "commands": saturated}))
+    disturbed = {command.command: max(command.target_interference, command.redis_interference) for command in commands
+                 if max(command.target_interference, command.redis_interference) >= NOTED_INTERFERENCE}
+    if disturbed:
+        notes.append(Note("bench.interference", {"commands": list(disturbed), "most": max(disturbed.values())}))
     if memory is not None and memory.status == INDICATIVE:
         notes.append(Note("bench.memory-indicative", {"keys": memory.keys, "minimum": MIN_KEYS_FOR_VERDICT}))
     if memory is not None:

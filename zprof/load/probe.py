@@ -16,6 +16,11 @@ from zprof.load.resp import ErrorReply, SyncClient
 from zprof.model.common import Note
 
 PROBE_TIMEOUT_S = 2.0
+# A probe that could not tell (not even the first connection answered) is asked again with a deadline this
+# many times longer before zprof concludes: on a saturated machine a concurrent server can take seconds.
+PROBE_RETRY_FACTOR = 5
+# How long the connection that waited gets to answer once the first one did.
+ANSWERED_TOO_S = 0.5
 PROBE_CLIENTS = 4
 PROBE_PIPELINE = 16
 
@@ -31,7 +36,19 @@ class Capabilities:
         return (clients if self.concurrent_clients else 1, pipeline if self.pipelining else 1)
 
 
-def _answers_concurrently(host: str, port: int, timeout: float) -> bool:
+def _answered(client: SyncClient, timeout: float) -> bool:
+    client.timeout = timeout
+    try:
+        client.read(1)
+        return True
+    except (OSError, TimeoutError, ConnectionError):
+        return False
+
+
+def _answers_concurrently(host: str, port: int, timeout: float) -> bool | None:
+    """True when every connection answered. False when the last did not, and the first then did while the
+    last still waited: the server is busy with the first and serves the others only after it (one at a
+    time). None when not even the first answered in time: a server or machine too busy to say yet."""
     clients: list[SyncClient] = []
     try:
         for _ in range(PROBE_CLIENTS):
@@ -39,10 +56,18 @@ def _answers_concurrently(host: str, port: int, timeout: float) -> bool:
         # Ask the last connection first: a one-at-a-time server is busy with the first.
         for client in reversed(clients):
             client.send([b"PING"])
-            client.read(1)
-        return True
+            if not _answered(client, timeout):
+                break
+        else:
+            return True
+        waiting = client
+        clients[0].send([b"PING"])
+        if not _answered(clients[0], timeout):
+            return None
+        # A concurrent server that was only slow has answered the waiting connection by now too.
+        return _answered(waiting, ANSWERED_TOO_S)
     except (OSError, TimeoutError, ConnectionError):
-        return False
+        return None
     finally:
         for client in clients:
             client.close()
@@ -63,9 +88,16 @@ def _answers_pipeline(host: str, port: int, timeout: float) -> bool:
 
 def probe(host: str, port: int, clients: int, pipeline: int, timeout: float = PROBE_TIMEOUT_S) -> Capabilities:
     capabilities = Capabilities(concurrent_clients=True, pipelining=True)
-    if clients > 1 and not _answers_concurrently(host, port, timeout):
-        capabilities.concurrent_clients = False
-        capabilities.notes.append(Note("probe.one-connection", {"clients": PROBE_CLIENTS, "timeout": timeout}))
+    if clients > 1:
+        waited, concurrent = timeout, _answers_concurrently(host, port, timeout)
+        if concurrent is None:
+            waited = timeout * PROBE_RETRY_FACTOR
+            concurrent = _answers_concurrently(host, port, waited)
+        if not concurrent:
+            capabilities.concurrent_clients = False
+            # "first": the first connection answered while the last waited; "none": not even the first did.
+            capabilities.notes.append(Note("probe.one-connection", {
+                "clients": PROBE_CLIENTS, "timeout": waited, "first_answered": concurrent is False}))
     if pipeline > 1 and not _answers_pipeline(host, port, timeout):
         capabilities.pipelining = False
         capabilities.notes.append(Note("probe.no-pipelining", {"burst": PROBE_PIPELINE}))

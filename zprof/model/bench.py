@@ -158,6 +158,10 @@ class CommandComparison:
     load_generator_bound: bool
     machine_saturated: bool
     failure: CommandFailure | None
+    # How much faster each side could have run without the other processes on the machine (1.0: nothing else
+    # ran); the verdicts hold across it (analysis.verdicts.interference).
+    target_interference: float = 1.0
+    redis_interference: float = 1.0
 
     @property
     def failed(self) -> bool:

@@ -45,8 +45,11 @@ _FAULTS = {"one-connection": "serves one connection at a time",
            "no-pipelining": "answers only the first of pipelined commands"}
 
 _SENTENCES: dict[str, Callable[[dict[str, Any]], str]] = {
-    "probe.one-connection": lambda v: (f"The server did not answer {v['clients']} connections at once within "
-                                       f"{v['timeout']:.0f} s; zprof drives it with 1 client."),
+    "probe.one-connection": lambda v: (
+        f"The server did not answer {v['clients']} connections at once within {v['timeout']:.0f} s"
+        + (" (it answered the first while the others waited)" if v.get("first_answered") else
+           " (not even the first answered in time)" if "first_answered" in v else "")
+        + "; zprof drives it with 1 client."),
     "probe.no-pipelining": lambda v: (f"The server did not answer a pipelined burst of {v['burst']} commands; zprof "
                                       "sends one command at a time."),
     "target.no-debug-info": lambda v: "The binary has no DWARF debug info: call sites show function names only.",
@@ -111,6 +114,10 @@ _SENTENCES: dict[str, Callable[[dict[str, Any]], str]] = {
                                           f"{_names(v['commands'])}: the servers shared the cores with the load "
                                           "generator (and anything else running), so their status is load-bound "
                                           "(inconclusive) unless the verdict is a conclusive unacceptable."),
+    "bench.interference": lambda v: (f"Other processes on the machine used CPU during the trials of "
+                                     f"{_names(v['commands'])}: a side could have run up to {v['most']:.1f} times "
+                                     "faster without them. A verdict is conclusive only if it holds across that "
+                                     "(the 95% interval widened by each side's factor)."),
     "bench.memory-indicative": lambda v: (f"Memory per key from {v['keys']:,} keys is indicative, not a verdict: "
                                           f"below {v['minimum']:,} keys the servers' fixed costs weigh on the figure "
                                           "per key (--keys)."),

@@ -570,7 +570,7 @@ def run_bench(options: BenchOptions, progress: Reporter) -> BenchRun:
     comparisons = [
         compare_command(workload.command, describe(workload),
                         [record for record in records if record.command == workload.command],
-                        failures.get(workload.command), thresholds)
+                        failures.get(workload.command), thresholds, machine.cores)
         for workload in workloads
     ]
     names = [workload.command for workload in workloads]
