@@ -24,6 +24,8 @@ from zprof.procs import kill_group, spawn
 HOST = "127.0.0.1"
 DEFAULT_START_COMMAND = "{binary} --port {port}"
 READY_TIMEOUT_S = 20.0
+# A server that listens on other ports, not its own, for this long is taken to ignore the port it was given.
+ELSEWHERE_GRACE_S = 2.0
 STOP_TIMEOUT_S = 5.0
 LOG_TAIL_LINES = 25
 # A server that dies before it answers PING is started again, up to this many times in all: a start-up
@@ -129,9 +131,17 @@ class Server:
     def _wait_until_ready(self) -> None:
         deadline = time.monotonic() + self.spec.ready_timeout
         last_error: Exception | None = None
+        elsewhere = _Elsewhere(self)
         while time.monotonic() < deadline:
             if not self.alive():
                 raise self.crashed("exited before it answered PING")
+            if (ports := elsewhere.settled()) is not None:
+                raise ZprofError(
+                    f"the server listens on {HOST} port {', '.join(map(str, ports))}, not on the port zprof gave it "
+                    f"({self.port})",
+                    detail="A server on a fixed port: pass that port with --port N (zprof init finds and writes it)."
+                           + (f"\n{tail}" if (tail := self.log_tail()) else ""),
+                    exit_code=EXIT_TARGET)
             try:
                 with SyncClient(HOST, self.port, timeout=1.0) as client:
                     reply = client.call("PING")
@@ -224,6 +234,31 @@ class Starts:
     starts: int = 0
     crashes: int = 0
     last_crash: str | None = None  # "signal 11, SIGSEGV"
+
+
+class _Elsewhere:
+    """Whether a starting server listens on other ports and still not on its own, for long enough to say so:
+    a server on a fixed port never answers on the one zprof chose, and waiting out the ready timeout tells
+    nothing more. A server that opens another port first (metrics, say) has ELSEWHERE_GRACE_S to open its own."""
+
+    CHECK_EVERY_S = 0.5
+
+    def __init__(self, server: Server) -> None:
+        self._server = server
+        self._next_check = time.monotonic()
+        self._since: float | None = None
+
+    def settled(self) -> list[int] | None:
+        now = time.monotonic()
+        if now < self._next_check:
+            return None
+        self._next_check = now + self.CHECK_EVERY_S
+        ports = self._server.listening_ports()
+        if not ports or self._server.port in ports:
+            self._since = None
+            return None
+        self._since = self._since if self._since is not None else now
+        return ports if now - self._since >= ELSEWHERE_GRACE_S else None
 
 
 def _how(returncode: int) -> str:

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from zprof import artifact
 from zprof.commands.options import Outputs, output_options, target_options
-from zprof.errors import ZprofError
+from zprof.errors import EXIT_TARGET, ZprofError
 from zprof.files import write_text_atomically
 from zprof.load.workloads import TIERS
 from zprof.model.validate import APPROVED, APPROVED_MINOR, NEEDS_WORK, ValidateRun
@@ -20,7 +20,7 @@ from zprof.report.render import to_html, to_markdown, to_terminal
 from zprof.report.validate import VERDICT_WORDS, validate_document, validate_summary
 from zprof.sessions.baseline import check_name
 from zprof.sessions.target import TargetOptions
-from zprof.sessions.validate import ValidateOptions, validate
+from zprof.sessions.validate import QUICK, ValidateOptions, validate
 
 # The tiers whose commands each have their own allocations, profile share and Redis comparison.
 VALIDATED_TIERS = ("1", "2")
@@ -47,8 +47,10 @@ def command_names(tier: str | None, command_list: str | None, answered: list[str
               help="1: " + ", ".join(TIERS["1"]) + "; 2: " + ", ".join(TIERS["2"]) + "; all (the default): both.")
 @click.option("--commands", "command_list", default=None, metavar="CMD,CMD",
               help="Validate these commands instead of a tier.")
-@click.option("--quick", is_flag=True, help="Fewer requests, one trial and short recordings: a first look in about "
-                                            "two minutes; the report says its figures are indicative.")
+@click.option("--quick", is_flag=True,
+              help=f"Fewer requests, {QUICK.bench_trials} trials of at least {QUICK.min_trial_seconds:g} s per command "
+                   "and server, and short recordings: a first look in a minute or two; the report says its figures "
+                   "are indicative.")
 @click.option("--redis-server", "redis_server", default=None, metavar="PATH",
               help="The reference server (default: redis-server on PATH).")
 @click.option("--baseline", "baseline_name", default=None, metavar="NAME",
@@ -57,7 +59,7 @@ def command_names(tier: str | None, command_list: str | None, answered: list[str
 @output_options
 def validate_command(target: TargetOptions, tier: str | None, command_list: str | None, quick: bool,
                      redis_server: str | None, baseline_name: str | None, output: Path | None,
-                     json_path: Path | None) -> None:
+                     json_path: Path | None) -> int:
     """Profile allocations and hot paths, compare with Redis, check memory; recommend, and give a verdict."""
     if tier is not None and command_list is not None:
         raise ZprofError("pass --tier or --commands, not both")
@@ -74,10 +76,11 @@ def validate_command(target: TargetOptions, tier: str | None, command_list: str 
     write_reports(run, outputs)
     to_terminal(validate_summary(run, str(outputs.directory)), console)
     if run.verdict == NEEDS_WORK:
-        raise SystemExit(1)
+        return EXIT_TARGET
     if run.verdict not in (APPROVED, APPROVED_MINOR):
         raise ZprofError(f"no verdict: {VERDICT_WORDS[run.verdict].split(': ', 1)[1]}",
                          detail=f"The report says what was measured: {outputs.directory}/report.md.")
+    return 0
 
 
 def write_reports(run: ValidateRun, outputs: Outputs) -> None:
