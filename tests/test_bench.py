@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import MINIKV, REPO
 from zprof.analysis.stats import paired_ratio, summarize, t975
-from zprof.analysis.verdicts import compare_command, compare_memory, judge, load_thresholds
+from zprof.analysis.verdicts import compare_command, compare_memory, comparison_limitations, judge, load_thresholds
 from zprof.errors import ZprofError
 from zprof.load.redis_benchmark import parse_csv
 from zprof.load.resp import parse
@@ -44,7 +44,9 @@ REDIS_SERVER = shutil.which("redis-server") or "redis-server"
 FAKE_SERVERS = REPO / "tests" / "fake_servers.py"
 # Far beyond what these small runs need; a hang would hit it instead of the suite's own timeout.
 HANG_TIMEOUT_S = 180
-SMALL = ("--trials", "2", "--requests", "2000", "--keys", "0")
+# Trials of half a second: what the tests assert holds at any length (the statistics say how sure they are).
+SHORT = ("--min-trial-seconds", "0.5")
+SMALL = ("--trials", "2", "--requests", "2000", "--keys", "0", *SHORT)
 
 
 def processes_in(directory: str) -> list[str]:
@@ -101,8 +103,11 @@ def assert_contract(report: dict) -> None:
                 continue
             assert figures["trials"] == len(trials)
             assert isinstance(figures["rps"]["median"], float)
-            for name in ("p50", "p95", "p99", "p999"):
+            for name in ("p50", "p95", "p99"):
                 assert isinstance(figures["latency_ms"][name], float | int), (name, figures)
+            # p99.9 comes from a pass of zprof's driver after redis-benchmark; none with --no-p999.
+            passes = {trial["p999_source"] for trial in trials}
+            assert isinstance(figures["latency_ms"]["p999"], float | int) or passes == {None}, figures
             assert isinstance(figures["cpu_percent"], float | int)
         if command["throughput_status"] == FAILED:
             assert command["failure"]["first_error"]
@@ -136,8 +141,8 @@ def test_redis_against_itself_is_within_its_own_noise(bench):
     real bias (what this test is for: an order effect, a wrong ratio) fails both runs."""
     misses: list[str] = []
     for _attempt in range(2):
-        done, report = bench("--target-binary", REDIS_SERVER, "--commands", "SET,GET", "--requests", "200000",
-                             "--trials", "5", "--keys", "20000")
+        done, report = bench("--target-binary", REDIS_SERVER, "--commands", "SET,GET", "--requests", "100000",
+                             "--trials", "5", "--keys", "20000", *SHORT)
         assert done.returncode == 0, done.output
         commands = by_command(report)
         for name in ("SET", "GET"):
@@ -169,12 +174,13 @@ def test_redis_against_itself_is_within_its_own_noise(bench):
 
 
 @pytest.mark.slow
+@pytest.mark.smoke
 def test_hot_loop_makes_zadd_unacceptable_and_leaves_get_alone(bench, replays_as_printed):
     """Also minikv's missing pub/sub: PUBLISH fails alone and the other commands are still compared;
     and the saved run prints again as the run printed it."""
     done, report = bench("--project", str(MINIKV), "--server-args", "--defect hot-loop",
-                         "--commands", "GET,PUBLISH,ZADD", "--requests", "20000", "--trials", "3", "--keys", "0",
-                         "--subscribers", "3")
+                         "--commands", "GET,PUBLISH,ZADD", "--requests", "5000", "--trials", "2", "--keys", "0",
+                         "--subscribers", "3", "--no-p999", *SHORT)
     replays_as_printed(done.directory, done.stdout)
     assert_clean_failure(done, 1, "1 command(s) failed: PUBLISH", "is not implemented by minikv")
     commands = by_command(report)
@@ -198,7 +204,7 @@ def test_hot_loop_makes_zadd_unacceptable_and_leaves_get_alone(bench, replays_as
 @pytest.mark.slow
 def test_tier_3_redis_against_itself_delivers_every_message(bench):
     done, report = bench("--target-binary", REDIS_SERVER, "--tier", "3", "--subscribers", "3", "--trials", "2",
-                         "--requests", "5000", "--keys", "0")
+                         "--requests", "5000", "--keys", "0", *SHORT)
     assert done.returncode == 0, done.output
     commands = by_command(report)
     assert list(commands) == [MIX, "PUBLISH"]
@@ -223,7 +229,7 @@ def test_tier_3_redis_against_itself_delivers_every_message(bench):
 ])
 def test_a_faulty_server_is_driven_by_zprof_and_named(bench, fault, code, limitation, clients, pipeline):
     done, report = bench(*fake_target(fault), "--commands", "SET,GET", "--trials", "2", "--requests", "500",
-                         "--keys", "200", "--deadline", "3", timeout=HANG_TIMEOUT_S)
+                         "--keys", "200", "--deadline", "3", *SHORT, timeout=HANG_TIMEOUT_S)
     assert done.returncode == 0, done.output
     assert code in codes(report), report["limitations"]
     assert limitation in " ".join(done.stdout.split())
@@ -338,31 +344,59 @@ def test_ratio_interval():
     assert (spread.median, spread.min, spread.max, spread.cv_percent) == (100, 90, 110, 10.0)
 
 
-def _record(trial: int, server: str, rps: float, p99: float, generator: float = 50.0, machine: float = 60.0):
+CORES = 2  # the records' machine: 60% of two cores is the server's 90% and the generator's 50%, nothing else
+
+
+def _record(trial: int, server: str, rps: float, p99: float, generator: float = 50.0, machine: float = 70.0,
+            cpu: float = 90.0):
     return RunRecord(trial, server, "GET", "redis-benchmark", 50, 16, 100_000, 100_000 / rps, rps,
-                     Latency(p50=p99 / 2, p99=p99), CpuUsage(90.0, generator, machine))
+                     Latency(p50=p99 / 2, p99=p99), CpuUsage(cpu, generator, machine))
 
 
 def test_a_saturated_load_generator_makes_a_comparison_load_bound():
     thresholds = Thresholds()
     steady = [_record(t, s, 1000.0, 1.0) for t in (1, 2, 3) for s in ("target", "redis")]
-    assert compare_command("GET", "GET k", steady, None, thresholds).throughput_status == EXCELLENT
+    assert compare_command("GET", "GET k", steady, None, thresholds, CORES).throughput_status == EXCELLENT
     bound = [_record(t, s, 1000.0, 1.0, generator=97.0) for t in (1, 2, 3) for s in ("target", "redis")]
-    comparison = compare_command("GET", "GET k", bound, None, thresholds)
+    comparison = compare_command("GET", "GET k", bound, None, thresholds, CORES)
     assert comparison.throughput_status == comparison.latency_status == LOAD_BOUND
     full = [_record(t, s, 1000.0, 1.0, machine=99.0) for t in (1, 2, 3) for s in ("target", "redis")]
-    assert compare_command("GET", "GET k", full, None, thresholds).throughput_status == LOAD_BOUND
+    assert compare_command("GET", "GET k", full, None, thresholds, CORES).throughput_status == LOAD_BOUND
     # A conclusive unacceptable stands: a bound generator only pulls the ratio toward 100%.
     slow = [_record(t, s, 100.0 if s == "target" else 1000.0, 1.0, generator=97.0)
             for t in (1, 2, 3) for s in ("target", "redis")]
-    assert compare_command("GET", "GET k", slow, None, thresholds).throughput_status == UNACCEPTABLE
+    assert compare_command("GET", "GET k", slow, None, thresholds, CORES).throughput_status == UNACCEPTABLE
+
+
+def test_other_processes_make_a_verdict_inconclusive_unless_it_holds_across_what_they_took():
+    """Redis against itself at half its own speed, its target trials beside a program that took a whole core
+    (the failure that a parallel suite showed): not a conclusive unacceptable. A server 60 times slower than
+    Redis beside the same program still is."""
+    thresholds = Thresholds()
+    starved = [_record(t, s, 250.0 if s == "target" else 500.0 + t, 1.0,
+                       cpu=40.0 if s == "target" else 90.0, machine=100.0 if s == "target" else 70.0)
+               for t in (1, 2, 3) for s in ("target", "redis")]
+    comparison = compare_command("MIX", "MIX", starved, None, thresholds, CORES)
+    assert comparison.throughput.ci95[1] < 70 and comparison.target_interference > 2
+    assert not comparison.throughput_verdict.conclusive and comparison.throughput_status != UNACCEPTABLE
+    assert "bench.interference" in {note.code for note in comparison_limitations([comparison], None, thresholds, 3)}
+    spinning = [_record(t, s, 10.0 if s == "target" else 600.0 + t, 1.0,
+                        cpu=100.0 if s == "target" else 90.0, machine=100.0 if s == "target" else 70.0)
+                for t in (1, 2, 3) for s in ("target", "redis")]
+    comparison = compare_command("ZADD", "ZADD", spinning, None, thresholds, CORES)
+    # Its server and generator had 150% of a core; with the others' 50% they could have had 200%.
+    assert comparison.target_interference == 1.33
+    assert comparison.throughput_verdict.conclusive and comparison.throughput_status == UNACCEPTABLE
+    quiet = compare_command("GET", "GET k", [_record(t, s, 1000.0 + t, 1.0) for t in (1, 2, 3)
+                                             for s in ("target", "redis")], None, thresholds, CORES)
+    assert (quiet.target_interference, quiet.redis_interference) == (1.0, 1.0)
 
 
 def test_latency_is_unstable_from_the_spread_of_latency_not_of_throughput():
     records = [_record(t, s, 1000.0, p99) for t, p99 in ((1, 1.0), (2, 2.0), (3, 1.5)) for s in ("target", "redis")]
     records = [replace(r, latency_ms=Latency(p99=r.latency_ms.p99 * (1.3 if r.trial == 2 and r.server == "target"
                                                                   else 1.0))) for r in records]
-    comparison = compare_command("GET", "GET k", records, None, Thresholds())
+    comparison = compare_command("GET", "GET k", records, None, Thresholds(), CORES)
     assert not comparison.unstable and comparison.latency_unstable
     assert comparison.throughput_status == EXCELLENT
     assert comparison.latency_status in (UNSTABLE, EXCELLENT, ACCEPTABLE, UNACCEPTABLE)

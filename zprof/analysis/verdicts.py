@@ -23,13 +23,14 @@ figure for that metric (throughput, or p99 latency) varied by more than
 `unstable_cv` percent (CV) over the trials and the ratio's 95% interval is not
 wholly inside one level; otherwise the level.
 
-Other processes on the machine (neither a server nor the load generator) take CPU from whichever side runs
-beside them, and nothing says they take it evenly: a Redis compared with itself while another program
-used a core came out at half its own speed. A side cannot lose more CPU time to them than they used, so a
-side that used S% of a core, beside a generator that used G%, while the others used O%, could have run at
-most (min(S, G) + O) / min(S, G) times faster (`interference`). A verdict is conclusive only when the 95%
-interval, widened by both sides' factors, still lies in one level: a ZADD at 2% of Redis stays a conclusive
-unacceptable on a busy machine, a Redis at 51% of itself does not.
+Other processes on the machine (neither a server nor the load generator) take CPU from whichever side
+runs beside them, and nothing says they take it evenly: a Redis compared with itself while another
+program used a core came out at half its own speed. A side cannot gain more CPU time than they used: its
+server and generator spent S + G percent of a core on a fixed amount of work per request, so with the
+others' O% as well they could have served at most (S + G + O) / (S + G) times the requests
+(`interference`). A verdict is conclusive only when the 95% interval, widened by both sides' factors,
+still lies in one level: a ZADD at 2% of Redis stays a conclusive unacceptable on a busy machine, a Redis
+at 51% of itself does not.
 
 Memory per key is a verdict only from `MIN_KEYS_FOR_VERDICT` keys on: below
 that, the RSS per key extrapolates the allocator's fixed costs, and the status
@@ -136,16 +137,14 @@ def server_figures(records: Sequence[RunRecord]) -> ServerFigures:
 
 def interference(records: Sequence[RunRecord], cores: int) -> float:
     """How many times faster a side could have run without the other processes on the machine: the most,
-    over its trials, of (CPU it could have had) / (CPU it had), for the server and for the load generator
-    (either one's loss slows the requests); 1.0 when nothing else ran."""
+    over its trials, of the CPU its server and load generator could have had (theirs and the others') over
+    the CPU they had; 1.0 when nothing else ran."""
     factor = 1.0
     for record in records:
         others = record.cpu.others_percent(cores)
-        if not others:
-            continue
-        used = [percent for percent in (record.cpu.server_percent, record.cpu.load_generator_percent) if percent]
-        if used:
-            factor = max(factor, (min(used) + others) / min(used))
+        used = (record.cpu.server_percent or 0.0) + record.cpu.load_generator_percent
+        if others and used > 0:
+            factor = max(factor, (used + others) / used)
     return round(factor, 2)
 
 
