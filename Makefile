@@ -7,7 +7,7 @@ ZPROF := $(VENV)/bin/zprof
 DEBIAN_PACKAGES := redis-server redis-tools linux-perf valgrind binutils llvm chromium chromium-driver golang-go
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench profile system-packages clean
+.PHONY: demo test check docs lint bench profile system-packages clean
 
 $(STAMP): pyproject.toml
 	@$(MAKE) --no-print-directory system-packages
@@ -35,9 +35,23 @@ demo: $(STAMP)
 	$(ZPROF) validate --quick --project examples/minikv --server-args '$(DEMO_DEFECTS)' \
 	  --output zprof-out/demo-$$(date +%Y%m%d-%H%M%S) || test $$? -eq 1
 
+# Two test processes (pytest-xdist), a file each at a time, sharing one build of each minikv flavour.
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pytest -v
+	$(VENV)/bin/pytest -v -n 2 --dist loadfile --durations=15
+
+# The edit-test loop: lint, the unit tests, the Zig tests of the shim and minikv, and one end-to-end smoke
+# run of allocs, flame and bench on minikv. Builds are kept between runs in a cache of the tests' own.
+CHECK_CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/zprof-check
+check: $(STAMP)
+	$(VENV)/bin/ruff check .
+	ZPROF_TEST_CACHE=$(CHECK_CACHE) $(VENV)/bin/pytest -q -n 2 --dist loadfile -m "not slow or smoke"
+
+# The example outputs in README.md and docs/: real runs on minikv (a few minutes), then the blocks rewritten
+# from them. tests/test_docs.py fails when a block no longer matches what zprof prints.
+docs: $(STAMP)
+	$(PY) -m tests.docs_examples run
+	$(PY) -m tests.docs_examples write
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

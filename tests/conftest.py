@@ -1,13 +1,17 @@
-"""Shared fixtures: the real Zig compiler, a zprof cache for the session, and
-a runner for the real CLI in a subprocess."""
+"""Shared fixtures: the real Zig compiler, a zprof cache for the session, and a runner for the real CLI,
+in this process (tests/faults/ starts zprof as a process of its own where the process is what is tested)."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +42,19 @@ def processes_mentioning(text: str) -> list[str]:
         if text in command and "pytest" not in command:
             found.append(command)
     return found
+
+
+# The longest files first: run in parallel a file at a time (make test), the last file to start bounds the run.
+LONGEST_FIRST = ("test_shapes.py", "test_validate.py", "test_regress.py", "test_bench.py", "test_memory.py",
+                 "test_flame.py", "test_signals.py", "test_environment.py", "test_target_faults.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: each file's tests keep their order
 
 
 @pytest.fixture
@@ -71,17 +88,98 @@ def zig_exe() -> str:
     return str(Path(ziglang.__file__).parent / "zig")
 
 
+# What zprof's cache holds that the test processes of one run share: builds (keyed by the sources, so copies of
+# minikv share them too), their locks, the shim overlays, Zig's own cache and symbols. Each process keeps its
+# own runs and registry, so that "no process is left" is checked for its own runs alone.
+SHARED_CACHE_PARTS = ("builds", "locks", "overlays", "zig-local-cache", "symbols")
+
+
+def _shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path | None:
+    """$ZPROF_TEST_CACHE (kept between runs, for make check), else the directory the workers of a parallel
+    run share (pytest-xdist), else none: a lone process's own cache is all there is."""
+    if os.environ.get("ZPROF_TEST_CACHE"):
+        return Path(os.environ["ZPROF_TEST_CACHE"])
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return tmp_path_factory.getbasetemp().parent / "zprof-shared-cache"
+    return None
+
+
 @pytest.fixture(scope="session")
 def zprof_env(tmp_path_factory: pytest.TempPathFactory, zig_exe: str) -> dict[str, str]:
-    """One zprof cache for the whole session, so minikv is built once per flavour."""
-    cache = os.environ.get("ZPROF_TEST_CACHE") or str(tmp_path_factory.mktemp("zprof-cache"))
+    """One zprof cache for the whole session, so minikv is built once per flavour; its builds shared with the
+    other workers of a parallel run (and one worker waits for another building the same thing)."""
+    cache = tmp_path_factory.mktemp("zprof-cache")
+    shared = _shared_cache(tmp_path_factory)
+    if shared is not None:
+        for part in SHARED_CACHE_PARTS:
+            (shared / part).mkdir(parents=True, exist_ok=True)
+            (cache / part).symlink_to(shared / part, target_is_directory=True)
     env = {k: v for k, v in os.environ.items() if k not in ("ZPROF_SHM", "ZIG")}
-    env.update(ZPROF_CACHE=cache, ZIG=zig_exe, COLUMNS="160")
+    env.update(ZPROF_CACHE=str(cache), ZIG=zig_exe, COLUMNS="160")
     return env
+
+
+class CliTimeout(Exception):
+    """A zprof command run in-process went past the test's deadline (zprof's own deadlines should end it
+    long before)."""
+
+
+@contextmanager
+def _environment(env: dict[str, str], cwd: Path) -> Iterator[None]:
+    """os.environ exactly `env`, and the working directory `cwd`, for the duration; both restored after."""
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(cwd)
+    try:
+        yield
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+
+
+@contextmanager
+def _deadline(seconds: float) -> Iterator[None]:
+    def expire(signum: int, frame: object) -> None:
+        raise CliTimeout(f"zprof did not finish within {seconds:.0f} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.fixture(scope="session")
 def run_zprof(zprof_env: dict[str, str]):
+    """Runs `zprof ARGS` through `zprof.cli.main`, in this process: the CLI as a user runs it (its parsing,
+    its errors and exit codes, the clean-up at exit) without a second of imports per command."""
+    from zprof import cli
+
+    def run(*args: str, cwd: Path | None = None, timeout: float = CLI_TIMEOUT_S,
+            env: dict[str, str] | None = None) -> CliResult:
+        stdout, stderr = io.StringIO(), io.StringIO()
+        with (_environment({**zprof_env, **(env or {})}, cwd or REPO), redirect_stdout(stdout),
+              redirect_stderr(stderr), _deadline(timeout)):
+            try:
+                code = cli.main(list(args))
+            except SystemExit as exit_:  # as `python -m zprof` would exit
+                code = exit_.code if isinstance(exit_.code, int) else 1
+        # Every server zprof started runs a binary from this session's cache: none may remain.
+        assert processes_mentioning(zprof_env["ZPROF_CACHE"]) == [], "zprof left a process running"
+        return CliResult(code, stdout.getvalue(), stderr.getvalue())
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def run_zprof_process(zprof_env: dict[str, str]):
+    """Runs `python -m zprof ARGS` as a process of its own: for what only a process shows (its exit status as
+    the shell sees it, what it prints before Python's imports are done)."""
+
     def run(*args: str, cwd: Path | None = None, timeout: float = CLI_TIMEOUT_S,
             env: dict[str, str] | None = None) -> CliResult:
         done = subprocess.run(
@@ -89,11 +187,29 @@ def run_zprof(zprof_env: dict[str, str]):
             cwd=cwd or REPO, env={**zprof_env, **(env or {})}, capture_output=True, text=True,
             timeout=timeout, stdin=subprocess.DEVNULL, check=False,
         )
-        # Every server zprof started runs a binary from this session's cache: none may remain.
         assert processes_mentioning(zprof_env["ZPROF_CACHE"]) == [], "zprof left a process running"
         return CliResult(done.returncode, done.stdout, done.stderr)
 
     return run
+
+
+def write_project(root: Path, main_zig: str, zon_extra: str = "", minimum: str = "0.15.0") -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "build.zig").write_text(
+        'const std = @import("std");\n'
+        "pub fn build(b: *std.Build) void {\n"
+        "    const exe = b.addExecutable(.{ .name = \"tiny\", .root_module = b.createModule(.{\n"
+        '        .root_source_file = b.path("main.zig"), .target = b.standardTargetOptions(.{}),\n'
+        "        .optimize = b.standardOptimizeOption(.{}) }) });\n"
+        "    b.installArtifact(exe);\n}\n"
+    )
+    (root / "build.zig.zon").write_text(
+        ".{ .name = .tiny, .version = \"0.0.1\", .fingerprint = 0x50b897c9ddc30cb5,\n"
+        f'   .minimum_zig_version = "{minimum}", .dependencies = .{{ {zon_extra} }},\n'
+        '   .paths = .{ "build.zig", "build.zig.zon", "main.zig" } }\n'
+    )
+    (root / "main.zig").write_text(main_zig)
+    return root
 
 
 def flat_allocs(run: dict) -> dict:

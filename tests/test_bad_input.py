@@ -6,11 +6,10 @@ from __future__ import annotations
 import os
 import struct
 from dataclasses import fields
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import MINIKV, processes_mentioning
+from tests.conftest import MINIKV, processes_mentioning, write_project
 from zprof.collect.shim_counters import (
     FILE_SIZE,
     LAYER_COUNTS_FIELDS,
@@ -30,25 +29,6 @@ def assert_clean_failure(result, code: int, *phrases: str) -> None:
     assert "Traceback" not in result.output
     for phrase in phrases:
         assert phrase in result.output, result.output
-
-
-def write_project(root: Path, main_zig: str, zon_extra: str = "", minimum: str = "0.15.0") -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "build.zig").write_text(
-        'const std = @import("std");\n'
-        "pub fn build(b: *std.Build) void {\n"
-        "    const exe = b.addExecutable(.{ .name = \"tiny\", .root_module = b.createModule(.{\n"
-        '        .root_source_file = b.path("main.zig"), .target = b.standardTargetOptions(.{}),\n'
-        "        .optimize = b.standardOptimizeOption(.{}) }) });\n"
-        "    b.installArtifact(exe);\n}\n"
-    )
-    (root / "build.zig.zon").write_text(
-        ".{ .name = .tiny, .version = \"0.0.1\", .fingerprint = 0x50b897c9ddc30cb5,\n"
-        f'   .minimum_zig_version = "{minimum}", .dependencies = .{{ {zon_extra} }},\n'
-        '   .paths = .{ "build.zig", "build.zig.zon", "main.zig" } }\n'
-    )
-    (root / "main.zig").write_text(main_zig)
-    return root
 
 
 def test_a_directory_without_build_zig(run_zprof, tmp_path):

@@ -39,6 +39,7 @@ def test_build_leaves_the_checkout_untouched_and_is_cached(run_zprof, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.smoke
 def test_shim_hooks_pass_their_zig_unit_tests(zig_exe):
     done = subprocess.run([zig_exe, "test", "zig_hooks/zprof_hooks.zig"], cwd=REPO, capture_output=True,
                           text=True, timeout=600, check=False)
@@ -50,6 +51,7 @@ def test_shim_hooks_pass_their_zig_unit_tests(zig_exe):
 
 
 @pytest.mark.slow
+@pytest.mark.smoke
 def test_minikv_passes_its_own_zig_build_test(zig_exe, tmp_path):
     done = subprocess.run([zig_exe, "build", "test", "--cache-dir", str(tmp_path / "cache"),
                            "--prefix", str(tmp_path / "out")],

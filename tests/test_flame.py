@@ -40,6 +40,7 @@ def summary(out: Path) -> dict:
     return json.loads((out / "run.json").read_text())["summary"]
 
 
+@pytest.mark.smoke
 def test_hot_loop_puts_spin_score_first_by_self_time(flame_run):
     out, stdout = flame_run("--command", "ZADD", "--duration", "4", "--server-args", "--defect hot-loop")
     first = summary(out)["by_self"][0]

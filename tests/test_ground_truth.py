@@ -23,6 +23,7 @@ def flags_of(report: dict, kind: str, function_suffix: str) -> list[dict]:
     return [flag for flag in report["flags"] if flag["kind"] == kind and flag["function"].endswith(function_suffix)]
 
 
+@pytest.mark.smoke
 @pytest.mark.parametrize("clients", ["4", "16"])
 def test_alloc_reply_costs_one_more_allocation_per_hset(allocs_json, clients):
     baseline = allocs_json("HSET", "--requests", REQUESTS, "--clients", clients)

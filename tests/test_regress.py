@@ -233,8 +233,9 @@ def test_noisy_signals_of_the_same_build_are_not_regressions(run_zprof, tmp_path
 
 
 def test_a_zadd_far_slower_than_redis_blocks(run_zprof, tmp_path):
-    """minikv's hot loop burns about 100 µs per ZADD: a few percent of Redis' throughput, far under
-    70% whatever the noise (the whole 95% interval is)."""
+    """minikv's hot loop burns about 100 µs per ZADD: a few percent of Redis' throughput, far under 70%. On a
+    quiet machine that blocks; on a busy one two trials may spread too far to say, which zprof reports as
+    unstable, never as a pass. The instructions per ZADD block either way (they are counted, not timed)."""
     root = minikv_repository(tmp_path / "redis")
     suite = ("--commands", "ZADD", "--requests", "400", "--trials", "2", "--against", "redis",
              "--min-trial-seconds", "0.5")
@@ -242,9 +243,13 @@ def test_a_zadd_far_slower_than_redis_blocks(run_zprof, tmp_path):
     assert stored.returncode == 0, stored.output
     assert "% of Redis" in stored.stdout
     code, _, run = regress(run_zprof, root, tmp_path, "--server-args", "--defect hot-loop")
-    assert code == 1
+    assert code == 1 and check_of(run, "ZADD", "instructions/request")["assessment"] == REGRESSION
     ratio = check_of(run, "ZADD", "throughput % of Redis")
-    assert ratio["assessment"] == REGRESSION and ratio["current"] < 30 and "under 70% blocks" in ratio["basis"]
+    assert ratio["current"] < 30, ratio
+    if ratio["assessment"] == REGRESSION:
+        assert "under 70% blocks" in ratio["basis"], ratio
+    else:
+        assert ratio["assessment"] == UNSTABLE and "under 70%, but" in ratio["basis"], ratio
     assert len(run["current"]["commands"][0]["noisy"]["redis"]) == 2
 
 

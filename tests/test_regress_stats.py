@@ -148,6 +148,7 @@ def _lognormal_trials(rng: random.Random, centre: float, sigma: float, count: in
     return [centre * rng.lognormvariate(0.0, sigma) for _ in range(count)]
 
 
+@pytest.mark.slow  # a seeded simulation of a thousand checks
 def test_one_metric_of_an_unchanged_server_is_rarely_a_regression():
     """1,000 pairs of 5-trial runs of the same server with a 4% spread from trial to trial (seeded, so
     the counts are exact): Welch's test passes in about alpha = 5% of them by chance, half of those in
@@ -159,6 +160,7 @@ def test_one_metric_of_an_unchanged_server_is_rarely_a_regression():
     assert [noisy_check(before, after).assessment for before, after in pairs].count(REGRESSION) <= 25
 
 
+@pytest.mark.slow  # a seeded simulation of a thousand checks
 def test_a_whole_check_of_an_unchanged_server_is_rarely_a_regression():
     """A check tests 12 noisy metrics (4 commands, throughput, p50, p99): at 1.5% each, a fifth of the
     checks of an unchanged tree would fail. Holm's correction over the check keeps that under alpha."""

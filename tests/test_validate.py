@@ -21,6 +21,9 @@ PLANTED = {  # the planted function, the rule that must name it, and the command
     "leak": ("defects.leakyAudit", "memory-not-given-back", "SET"),
     "linear-lookup": ("defects.findCommandLinear", "linear-lookup", None),
 }
+# The planted defects' commands, and GET: the defects are named from these alone (the linear lookup is in the
+# dispatch every command goes through), in a third of the time all fifteen take.
+PLANTED_COMMANDS = "SET,GET,HSET,SADD,LPUSH"
 # The hot loop runs on its own: its ~100 µs per ZADD would take most of the profile's user-space samples,
 # and leave the linear lookup (11% of them without it) near its rule's 3% floor, where noise decides.
 HOT_LOOP = (("hot-loop",), "GET,ZADD")
@@ -53,7 +56,7 @@ def validated(run_zprof, tmp_path_factory):
 
 
 def test_every_planted_defect_is_named_under_its_rule(validated):
-    done, _, report = validated(tuple(PLANTED))
+    done, _, report = validated(tuple(PLANTED), PLANTED_COMMANDS)
     assert report is not None, done.output
     assert done.returncode == 1 and report["verdict"] == "needs-work", done.output
     assert "NEEDS WORK" in done.stdout
@@ -95,7 +98,7 @@ def test_with_no_defect_nothing_is_critical(validated):
 
 
 def test_report_md_follows_the_procedures_layout(validated):
-    _, out, report = validated(tuple(PLANTED))
+    _, out, report = validated(tuple(PLANTED), PLANTED_COMMANDS)
     text = (out / "report.md").read_text()
     assert text.startswith("# Performance Validation Report: minikv")
     headings = [line for line in text.splitlines() if line.startswith("## ") or line.startswith("### ")]
@@ -123,7 +126,7 @@ def test_report_md_follows_the_procedures_layout(validated):
 
 
 def test_zprof_report_renders_report_md_again_byte_for_byte(validated, run_zprof, tmp_path):
-    _, out, _ = validated(tuple(PLANTED))
+    _, out, _ = validated(tuple(PLANTED), PLANTED_COMMANDS)
     again = run_zprof("report", str(out), "--format", "md", cwd=tmp_path)
     assert again.returncode == 0, again.output
     assert again.stdout == (out / "report.md").read_text()

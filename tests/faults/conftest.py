@@ -78,25 +78,35 @@ def started(zprof: Zprof, name: str | None = None) -> list[psutil.Process]:
     return found
 
 
-def processes_in_groups(groups: set[int]) -> list[str]:
-    found = []
-    for process in psutil.process_iter(["pid", "cmdline", "status"]):
-        try:
-            if process.status() != psutil.STATUS_ZOMBIE and os.getpgid(process.pid) in groups:
-                found.append(f"{process.pid} {' '.join(process.info['cmdline'] or [])}")
-        except (psutil.NoSuchProcess, ProcessLookupError):
-            continue
-    return found
+def _is_ours(process: psutil.Process, mark: bytes, cache: str) -> bool:
+    """Whether a process is the run's: it carries the run's mark (everything zprof starts inherits it), or it
+    names or works in the test's cache, where zprof keeps every binary and run directory (redis-server writes
+    its title over its environment, so its mark cannot be read). Another zprof, redis-server or
+    redis-benchmark on the machine is neither."""
+    try:
+        with open(f"/proc/{process.pid}/environ", "rb") as handle:
+            if mark in handle.read().split(b"\0"):
+                return True
+        return cache in " ".join(process.cmdline()) or process.cwd().startswith(cache)
+    except (OSError, psutil.Error):
+        return False
 
 
-def processes_naming(*texts: str) -> list[str]:
-    """Processes (not this test's own) whose command line names one of `texts`."""
+def processes_of_run(zprof: Zprof, *texts: str) -> list[str]:
+    """The run's processes (not this test's own) that are in the process groups it recorded, or whose command
+    line names one of `texts` or the test's cache."""
     mine = {os.getpid(), *(p.pid for p in psutil.Process().parents())}
+    mark, cache = f"{registry.ENV_VAR}={zprof.run_id}".encode(), str(zprof.cache)
     found = []
     for process in psutil.process_iter(["pid", "cmdline", "status"]):
         command = " ".join(process.info["cmdline"] or [])
+        try:
+            in_group = os.getpgid(process.pid) in zprof.groups
+        except (ProcessLookupError, psutil.Error):
+            continue
         if (process.info["pid"] not in mine and process.info["status"] != psutil.STATUS_ZOMBIE
-                and any(text in command for text in texts)):
+                and (in_group or any(text in command for text in (cache, *texts)))
+                and _is_ours(process, mark, cache)):
             found.append(f"{process.info['pid']} {command}")
     return found
 
@@ -199,8 +209,7 @@ def assert_clean(zprof: Zprof, done: Finished, code: int, *phrases: str, project
     for phrase in phrases:
         assert phrase in done.flat, done.output
     left = [f"{p.pid} {' '.join(p.cmdline())}" for p in started(zprof)]
-    left += processes_in_groups(zprof.groups)
-    left += processes_naming(str(zprof.cache), *binaries)
+    left += processes_of_run(zprof, *binaries)
     assert left == [], f"zprof left processes running: {left}"
     assert not zprof.entry().exists(), "zprof left its run registry entry"
     assert [path for path in zprof.directories if Path(path).exists()] == [], "zprof left its directories"
@@ -220,6 +229,14 @@ def assert_no_partial_output(output: Path, partial: bool = False) -> None:
     assert [path.name for path in output.iterdir() if path.name.startswith(".")] == []
     run = json.loads((output / "run.json").read_text())
     assert run["complete"] is False and run["error"]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every fault case runs the real zprof, as a process of its own: slow, all of them."""
+    here = Path(__file__).parent
+    for item in items:
+        if item.path.is_relative_to(here):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import MINIKV
+from tests.conftest import MINIKV, write_project
 from tests.faults.conftest import assert_clean, path_without
 from zprof import registry
 from zprof.builder.stamp import STAMP_FILE
@@ -64,45 +64,61 @@ def test_a_cache_that_is_not_a_directory(faults, minikv_digest, tmp_path):
     assert cache.read_text() == "not a directory\n"
 
 
-def built(faults, *args: str) -> tuple[Path, str]:
+# A tiny project builds in Debug in a second (in ReleaseFast, with its own compiler runtime, in fifteen).
+DEBUG = ("--optimize", "Debug")
+
+
+def built(faults, *args: str, project: Path = MINIKV) -> tuple[Path, str]:
     """The cached build's binary, and how zprof got it ("cached" or "built")."""
-    zprof, done = faults.run("build", "--project", str(MINIKV), *args)
+    zprof, done = faults.run("build", "--project", str(project), *args)
     assert_clean(zprof, done, 0)
     return Path(done.stdout.strip().splitlines()[-1]), done.stderr
 
 
-def test_a_truncated_binary_in_the_cache_is_rebuilt(faults, minikv_digest):
-    binary, _ = built(faults)
+@pytest.fixture
+def tiny_project(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
+    """A Zig project that builds in seconds (the cache's checks are the same for any project), with sources of
+    the test's own: builds are keyed by the sources, and no other test may share this one's."""
+    return write_project(tmp_path / "tiny", f"pub fn main() void {{}}\n// {request.node.name}\n")
+
+
+def test_a_truncated_binary_in_the_cache_is_rebuilt(faults, tiny_project):
+    binary, _ = built(faults, *DEBUG, project=tiny_project)
     whole = binary.read_bytes()
     with open(binary, "r+b") as handle:
         handle.truncate(len(whole) // 2)
-    again, how = built(faults)
+    again, how = built(faults, *DEBUG, project=tiny_project)
     assert again == binary and "built in" in how, how
     assert binary.read_bytes() == whole
-    assert "cached" in built(faults)[1]
+    assert "cached" in built(faults, *DEBUG, project=tiny_project)[1]
 
 
-def test_a_half_written_build_entry_is_rebuilt(faults, minikv_digest):
-    binary, _ = built(faults, "--no-shim")
+def test_a_half_written_build_entry_is_rebuilt(faults, tiny_project):
+    binary, _ = built(faults, "--no-shim", *DEBUG, project=tiny_project)
     entry = binary.parents[2]
     # As a build killed before its stamp, the last thing written: the metadata half there, no stamp.
     (entry / STAMP_FILE).unlink()
     (entry / "build.json").write_text((entry / "build.json").read_text()[:40])
-    again, how = built(faults, "--no-shim")
+    again, how = built(faults, "--no-shim", *DEBUG, project=tiny_project)
     assert again == binary and "built in" in how, how
-    assert json.loads((entry / "build.json").read_text())["executables"] == ["minikv"]
+    assert json.loads((entry / "build.json").read_text())["executables"] == ["tiny"]
 
 
-def test_a_damaged_shim_overlay_is_made_again(faults, minikv_digest):
-    built(faults)
-    overlays = [path for path in (faults.cache / "overlays").iterdir() if (path / STAMP_FILE).is_file()]
+def test_a_damaged_shim_overlay_is_made_again(faults, fresh_cache, tmp_path):
+    """In a cache of its own (the overlay is shared by every build of the cache): the next build that needs
+    the overlay finds it damaged, makes it again whole, and builds."""
+    env = {"ZPROF_CACHE": str(fresh_cache)}
+    zprof, done = faults.run("build", "--project", str(write_project(tmp_path / "one", "pub fn main() void {}\n")),
+                             *DEBUG, env=env)
+    assert_clean(zprof, done, 0)
+    overlays = [path for path in (fresh_cache / "overlays").iterdir() if (path / STAMP_FILE).is_file()]
     hooks = [path / "lib" / "std" / "zprof_hooks.zig" for path in overlays]
     assert hooks
     for path in hooks:
         path.write_text(path.read_text()[:100])
-    output = faults.cache.parent / "allocs-after-damage"
-    zprof, done = faults.run("allocs", "GET", "--project", str(MINIKV), *SMALL_ALLOCS, "--output", str(output))
-    assert_clean(zprof, done, 0, project=MINIKV, digest=minikv_digest)
+    other = write_project(tmp_path / "two", "pub fn main() void { _ = 2; }\n")
+    zprof, done = faults.run("build", "--project", str(other), *DEBUG, env=env)
+    assert_clean(zprof, done, 0, "built in")
     shim = [path for path in hooks if path.is_file() and "zprof's counting-allocator shim" in path.read_text()]
     assert shim, "the overlay was made again, whole"
 
@@ -187,3 +203,14 @@ def test_redis_server_missing(faults, minikv_digest, tmp_path):
                              env={"PATH": path_without(tmp_path, "redis-server")})
     assert_clean(zprof, done, 2, "redis-server is not installed", project=MINIKV, digest=minikv_digest,
                  output=output)
+
+
+def test_two_runs_that_need_the_same_build_compile_it_once(faults, tiny_project, fresh_cache):
+    """Started together on an empty cache: one compiles, the other waits for its lock and takes its build."""
+    env = {"ZPROF_CACHE": str(fresh_cache)}
+    runs = [faults.start("build", "--project", str(tiny_project), *DEBUG, env=env) for _ in range(2)]
+    done = [zprof.finish() for zprof in runs]
+    for zprof, finished in zip(runs, done, strict=True):
+        assert_clean(zprof, finished, 0)
+    assert sorted("cached" in finished.stderr for finished in done) == [False, True], [d.stderr for d in done]
+    assert done[0].stdout == done[1].stdout  # the same binary

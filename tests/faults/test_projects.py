@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import MINIKV
+from tests.conftest import MINIKV, write_project
 from tests.faults.conftest import assert_clean, tree_digest
-from tests.test_bad_input import write_project
 
 COMMANDS = {
     "allocs": ("allocs", "GET"),

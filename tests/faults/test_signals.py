@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import MINIKV
+from tests.conftest import MINIKV, write_project
 from tests.faults.conftest import (
     assert_clean,
     load_under_way,
@@ -130,7 +130,7 @@ def test_sigkill_during_the_load_then_the_next_run_cleans_up(faults, minikv_dige
     assert not output.exists()
 
 
-def test_sigkill_during_the_build_then_the_next_run_cleans_up(faults, fresh_cache, minikv_digest):
+def test_sigkill_during_the_build_then_the_next_run_cleans_up(faults, fresh_cache, minikv_digest, tmp_path):
     env = {"ZPROF_CACHE": str(fresh_cache)}
     zprof = faults.start("build", "--project", str(MINIKV), env=env)
     compiling(zprof)
@@ -140,7 +140,9 @@ def test_sigkill_during_the_build_then_the_next_run_cleans_up(faults, fresh_cach
     assert [path for path in zprof.directories if ".partial-" in path and Path(path).exists()], \
         "the killed build left its staging directory"
 
-    second, done = faults.run("build", "--project", str(MINIKV), env=env)
+    # The next run, whatever it builds (a project that builds in seconds), cleans up first.
+    tiny = write_project(tmp_path / "tiny", "pub fn main() void {}\n")
+    second, done = faults.run("build", "--project", str(tiny), "--optimize", "Debug", env=env)
     assert_clean(second, done, 0, f"an earlier zprof run (pid {zprof.process.pid}) ended without cleaning up",
                  "removed its", project=MINIKV, digest=minikv_digest)
     assert_clean(zprof, done, 0)

@@ -1,4 +1,4 @@
-"""Load that stays correct: `zprof allocs` and `zprof bench` back to back, 20 times, in one process (so that
+"""Load that stays correct: `zprof allocs` and `zprof bench` back to back, 8 times, in one process (so that
 zprof's own file descriptors, children and threads can be counted). Every run gives a result, nothing
 leaks, and the allocation counts per request are the same in every run.
 
@@ -19,7 +19,7 @@ from tests.conftest import MINIKV
 from tests.faults.conftest import tree_digest
 from zprof import cli
 
-ROUNDS = 20
+ROUNDS = 8
 ALLOCS = ("allocs", "SET", "--project", str(MINIKV), "--requests", "2000", "--warmup", "500")
 BENCH = ("bench", "--project", str(MINIKV), "--commands", "SET", "--trials", "1", "--requests", "2000",
          "--warmup", "200", "--keys", "0", "--min-trial-seconds", "0.1")
