@@ -3,36 +3,19 @@ in this process (tests/faults/ starts zprof as a process of its own where the pr
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import signal
 import socket
-import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager, redirect_stderr, redirect_stdout
-from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 import pytest
 
+from tests.in_process import CliResult, run_cli
+
 REPO = Path(__file__).resolve().parents[1]
 MINIKV = REPO / "examples" / "minikv"
 CLI_TIMEOUT_S = 900
-
-
-@dataclass
-class CliResult:
-    returncode: int
-    stdout: str
-    stderr: str
-    directory: Path | None = None  # the run's output directory, when a fixture chose it
-
-    @property
-    def output(self) -> str:
-        return self.stdout + self.stderr
 
 
 def processes_mentioning(text: str) -> list[str]:
@@ -119,76 +102,17 @@ def zprof_env(tmp_path_factory: pytest.TempPathFactory, zig_exe: str) -> dict[st
     return env
 
 
-class CliTimeout(Exception):
-    """A zprof command run in-process went past the test's deadline (zprof's own deadlines should end it
-    long before)."""
-
-
-@contextmanager
-def _environment(env: dict[str, str], cwd: Path) -> Iterator[None]:
-    """os.environ exactly `env`, and the working directory `cwd`, for the duration; both restored after."""
-    saved_env, saved_cwd = dict(os.environ), os.getcwd()
-    os.environ.clear()
-    os.environ.update(env)
-    os.chdir(cwd)
-    try:
-        yield
-    finally:
-        os.chdir(saved_cwd)
-        os.environ.clear()
-        os.environ.update(saved_env)
-
-
-@contextmanager
-def _deadline(seconds: float) -> Iterator[None]:
-    def expire(signum: int, frame: object) -> None:
-        raise CliTimeout(f"zprof did not finish within {seconds:.0f} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 @pytest.fixture(scope="session")
 def run_zprof(zprof_env: dict[str, str]):
     """Runs `zprof ARGS` through `zprof.cli.main`, in this process: the CLI as a user runs it (its parsing,
     its errors and exit codes, the clean-up at exit) without a second of imports per command."""
-    from zprof import cli
 
     def run(*args: str, cwd: Path | None = None, timeout: float = CLI_TIMEOUT_S,
             env: dict[str, str] | None = None) -> CliResult:
-        stdout, stderr = io.StringIO(), io.StringIO()
-        with (_environment({**zprof_env, **(env or {})}, cwd or REPO), redirect_stdout(stdout),
-              redirect_stderr(stderr), _deadline(timeout)):
-            try:
-                code = cli.main(list(args))
-            except SystemExit as exit_:  # as `python -m zprof` would exit
-                code = exit_.code if isinstance(exit_.code, int) else 1
+        done = run_cli(args, cwd=cwd or REPO, env={**zprof_env, **(env or {})}, timeout=timeout)
         # Every server zprof started runs a binary from this session's cache: none may remain.
         assert processes_mentioning(zprof_env["ZPROF_CACHE"]) == [], "zprof left a process running"
-        return CliResult(code, stdout.getvalue(), stderr.getvalue())
-
-    return run
-
-
-@pytest.fixture(scope="session")
-def run_zprof_process(zprof_env: dict[str, str]):
-    """Runs `python -m zprof ARGS` as a process of its own: for what only a process shows (its exit status as
-    the shell sees it, what it prints before Python's imports are done)."""
-
-    def run(*args: str, cwd: Path | None = None, timeout: float = CLI_TIMEOUT_S,
-            env: dict[str, str] | None = None) -> CliResult:
-        done = subprocess.run(
-            [sys.executable, "-m", "zprof", *args],
-            cwd=cwd or REPO, env={**zprof_env, **(env or {})}, capture_output=True, text=True,
-            timeout=timeout, stdin=subprocess.DEVNULL, check=False,
-        )
-        assert processes_mentioning(zprof_env["ZPROF_CACHE"]) == [], "zprof left a process running"
-        return CliResult(done.returncode, done.stdout, done.stderr)
+        return done
 
     return run
 

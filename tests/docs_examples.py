@@ -36,10 +36,11 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext, redirect_stderr, redirect_stdout
+from contextlib import redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
-from unittest import mock
+
+from tests.in_process import environment, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
@@ -104,30 +105,10 @@ BY_NAME = {example.name: example for example in EXAMPLES}
 
 
 # Running zprof in this process ---------------------------------------------------------------------------
-@contextmanager
-def _settings(cwd: Path, shown_cwd: str | None = None) -> Iterator[None]:
-    """In `cwd`, with the width examples are printed at; `shown_cwd`: what zprof takes for its working
-    directory when it shortens paths."""
-    saved_env, saved_cwd = dict(os.environ), os.getcwd()
-    os.environ["COLUMNS"] = COLUMNS
-    os.chdir(cwd)
-    try:
-        with mock.patch("os.getcwd", return_value=shown_cwd) if shown_cwd else nullcontext():
-            yield
-    finally:
-        os.chdir(saved_cwd)
-        os.environ.clear()
-        os.environ.update(saved_env)
-
-
 def zprof(argv: tuple[str, ...] | list[str], cwd: Path = REPO, shown_cwd: str | None = None) -> tuple[int, str]:
-    """`zprof ARGV` through zprof.cli.main: its exit code and what it printed on stdout."""
-    from zprof import cli
-
-    stdout = io.StringIO()
-    with _settings(cwd, shown_cwd), redirect_stdout(stdout), redirect_stderr(io.StringIO()):
-        code = cli.main(list(argv))
-    return code, stdout.getvalue()
+    """`zprof ARGV` in this process, at the examples' width: its exit code and what it printed on stdout."""
+    done = run_cli(argv, cwd=cwd, env={**os.environ, "COLUMNS": COLUMNS}, shown_cwd=shown_cwd)
+    return done.returncode, done.stdout
 
 
 # The saved runs -------------------------------------------------------------------------------------------
@@ -228,7 +209,7 @@ def _validate_summary(run_file: Path) -> str:
     from zprof.report.validate import validate_summary
 
     stdout = io.StringIO()
-    with _settings(REPO, SHOWN_CWD), redirect_stdout(stdout):
+    with environment({**os.environ, "COLUMNS": COLUMNS}, REPO, SHOWN_CWD), redirect_stdout(stdout):
         to_terminal(validate_summary(artifact.read(run_file), "zprof-out/demo"), make_console())  # type: ignore[arg-type]
     return stdout.getvalue()
 
