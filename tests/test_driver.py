@@ -142,6 +142,7 @@ def test_replies_that_are_not_resp_are_a_load_error(clients):
 
 def test_a_server_that_hangs_up_is_a_load_error_with_what_was_done():
     """A server that answers two requests and closes the connection."""
+    import contextlib
     import socket
 
     listener = socket.create_server(("127.0.0.1", 0))
@@ -152,6 +153,14 @@ def test_a_server_that_hangs_up_is_a_load_error_with_what_was_done():
         for _ in range(2):
             connection.recv(1024)
             connection.sendall(b"+PONG\r\n")
+        # Hangs up as a server that closes does: its end first (the client reads the end of the stream), then,
+        # once the client has closed too, the socket. Closed with the client's next request unread, it would
+        # reset the connection instead, a different fault.
+        connection.shutdown(socket.SHUT_WR)
+        connection.settimeout(5)
+        with contextlib.suppress(OSError):
+            while connection.recv(1024):
+                pass
         connection.close()
 
     thread = threading.Thread(target=serve, daemon=True)
