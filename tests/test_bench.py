@@ -122,6 +122,13 @@ def assert_contract(report: dict) -> None:
         assert report["memory"]["status"] in MEMORY_STATUSES
 
 
+def widened_interval(command: dict) -> tuple[float, float]:
+    """A command's throughput interval as its verdict reads it (analysis.verdicts._widened): a slowed
+    Redis hides a lower ratio, a slowed target a higher one."""
+    low, high = command["throughput"]["ci95"]
+    return low / command["redis_interference"], high * command["target_interference"]
+
+
 def by_command(report: dict) -> dict[str, dict]:
     assert_contract(report)
     return {command["command"]: command for command in report["commands"]}
@@ -138,7 +145,9 @@ def fake_target(fault: str) -> tuple[str, ...]:
 def test_redis_against_itself_is_within_its_own_noise(bench):
     """A 95% interval misses the truth 1 time in 20 by design, so with two commands a correct
     zprof would fail 1 run in 10; a second, independent run takes that to about 1 in 100, while a
-    real bias (what this test is for: an order effect, a wrong ratio) fails both runs."""
+    real bias (what this test is for: an order effect, a wrong ratio) fails both runs. The interval
+    checked is the one the verdict uses: widened by what other processes took from either side
+    (another test beside this one took a Redis to 72-94% of itself, CI on 9ab17c4)."""
     misses: list[str] = []
     for _attempt in range(2):
         done, report = bench("--target-binary", REDIS_SERVER, "--commands", "SET,GET", "--requests", "100000",
@@ -148,8 +157,8 @@ def test_redis_against_itself_is_within_its_own_noise(bench):
         for name in ("SET", "GET"):
             assert commands[name]["tool"] == "redis-benchmark"
             assert commands[name]["throughput_status"] not in (UNACCEPTABLE, FAILED), commands[name]
-        intervals = {name: commands[name]["throughput"]["ci95"] for name in ("SET", "GET")}
-        misses = [f"{name}: {low}-{high}" for name, (low, high) in intervals.items() if not low <= 100 <= high]
+        intervals = {name: widened_interval(commands[name]) for name in ("SET", "GET")}
+        misses = [f"{name}: {low:.1f}-{high:.1f}" for name, (low, high) in intervals.items() if not low <= 100 <= high]
         if not misses:
             break
     assert not misses, misses
