@@ -406,10 +406,6 @@ pub const Region = struct {
         return (key >> 48) - 1;
     }
 
-    fn slotOf(region: Region, entry: *const LiveEntry) u64 {
-        return (@intFromPtr(entry) - @intFromPtr(region.live.ptr)) / @sizeOf(LiveEntry);
-    }
-
     fn liveSlot(region: Region, key: u64) u64 {
         // A Fibonacci hash of every bit: small blocks can be 1, 2 or 4 bytes
         // apart, and neighbours sharing a home slot would form long chains.
@@ -440,6 +436,24 @@ pub const Region = struct {
 
     /// The entry that holds `key` (its block re-issued, and released here) or
     /// a free one claimed for it; null when its probe chain has no room.
+    ///
+    /// Slots only ever go from empty to a key, and between a key and a
+    /// tombstone (`untrack` never empties one), so every slot between a key's
+    /// home and its entry stays in use for as long as the entry holds it:
+    /// `find`, and the scan below, always reach a live key. That scan goes on
+    /// past the first tombstone to the first empty slot (or the probe limit),
+    /// so it would see `key` if the table held it; only then is the first
+    /// tombstone or empty slot claimed, by a compare-and-swap that fails if
+    /// another thread took it first. No other thread claims the same key
+    /// meanwhile: an allocator hands an address to one caller at a time, again
+    /// only after the free that took it out of the table, or (released en
+    /// bloc) while its entry is still there to be found. So no key is held
+    /// twice. Tombstones never turning empty costs probe length, not
+    /// room: every probe stays within `live_probe_limit` slots, a tombstone
+    /// is as good as an empty slot to a new block, and a block is lost
+    /// (counted in `Losses.live_table_full`) only when that many slots from
+    /// its home hold live blocks, or when other threads win the slots it
+    /// found `claim_attempts` times in a row.
     fn claim(region: Region, key: u64) ?*LiveEntry {
         // Another thread may claim the free slot between our look and our
         // compare-and-swap: then we look again, a bounded number of times.
@@ -491,11 +505,15 @@ pub const Region = struct {
             .size = @atomicLoad(u64, &entry.size, .acquire),
             .site = @atomicLoad(u64, &entry.site, .acquire),
         };
-        // A slot followed by an empty one ends its probe chain, so it can be
-        // emptied rather than left as a tombstone that lengthens later probes.
-        const next = &region.live[nextSlot(region.slotOf(entry), region.live.len)];
-        const ends_chain = @atomicLoad(u64, &next.key, .acquire) == empty_slot;
-        @atomicStore(u64, &entry.key, if (ends_chain) empty_slot else tombstone, .release);
+        // Always a tombstone, never `empty_slot`, even when the next slot is
+        // empty: another thread whose probe chain ran through this slot may
+        // claim that next slot between our look at it and our store, and an
+        // empty slot here would then end its chain early: `find` would miss
+        // the block (its free uncredited), and the next block at its address
+        // would read as re-issued, marking the whole layer as releasing en
+        // bloc. No load and store, nor compare-and-swap, of one slot can rule
+        // that out, so a used slot never becomes empty again (see `claim`).
+        @atomicStore(u64, &entry.key, tombstone, .release);
         return taken;
     }
 
@@ -1179,6 +1197,119 @@ test "threads tracking neighbouring small blocks at once lose none" {
     for (0..threads * blocks_per_thread) |i| {
         try std.testing.expect(region.find(Region.liveKey(0x700000 + 2 * i, layer)) != null);
     }
+}
+
+test "threads allocating, resizing and freeing at reused addresses at once keep every count exact" {
+    // A small table, so that the threads' probe chains run through each
+    // other's slots all the time; at most 64 blocks live, so that no probe
+    // (of at most `live_probe_limit` slots) finds only live blocks.
+    const region, const bytes = try testRegion(Limits.parse("live=128"));
+    defer std.testing.allocator.free(bytes);
+    const layer = region.layerIndex(0x1000).?;
+    const threads = 4;
+    const blocks_per_thread = 16;
+    const steps = 100_000;
+    const Churn = struct {
+        /// What one thread did, to hold the shim's counts against.
+        const Done = struct {
+            allocs: u64 = 0,
+            frees: u64 = 0,
+            alloc_bytes: u64 = 0,
+            free_bytes: u64 = 0,
+            /// Each block's size, 0 while it is not allocated.
+            sizes: [blocks_per_thread]u64 = @splat(0),
+        };
+
+        fn address(first: u64, block: u64) u64 {
+            // The threads' blocks interleaved, as a thread-safe allocator
+            // hands out neighbouring slots; a freed address is handed out again.
+            return 0x700000 + 16 * (block * threads + first);
+        }
+
+        fn run(r: Region, l: u64, first: u64, done: *Done, started: *std.atomic.Value(u32)) void {
+            var prng: std.Random.DefaultPrng = .init(first);
+            const random = prng.random();
+            // All at once, for as long as each runs.
+            _ = started.fetchAdd(1, .acq_rel);
+            while (started.load(.acquire) < threads) std.atomic.spinLoopHint();
+            for (0..steps) |_| {
+                const block = random.uintLessThan(usize, blocks_per_thread);
+                const at = address(first, block);
+                const size = &done.sizes[block];
+                const new_size = 1 + random.uintLessThan(u64, 16);
+                if (size.* == 0) {
+                    r.recordAlloc(testCall(l, no_layer, 0x55), at, new_size);
+                    done.allocs += 1;
+                    done.alloc_bytes += new_size;
+                } else if (random.uintLessThan(u8, 4) == 0) {
+                    // A resize in place, as `countedResize` records it.
+                    r.recordResized(testCall(l, no_layer, 0x55), r.untrack(Region.liveKey(at, l)), at, size.*, new_size);
+                    if (new_size >= size.*) done.alloc_bytes += new_size - size.* else done.free_bytes += size.* - new_size;
+                } else {
+                    r.recordFree(l, at, size.*, no_layer);
+                    done.frees += 1;
+                    done.free_bytes += size.*;
+                    size.* = 0;
+                    continue;
+                }
+                size.* = new_size;
+            }
+        }
+    };
+    var done: [threads]Churn.Done = @splat(.{});
+    var started: std.atomic.Value(u32) = .init(0);
+    var workers: [threads]std.Thread = undefined;
+    for (&workers, &done, 0..) |*worker, *mine, first| worker.* = try std.Thread.spawn(.{}, Churn.run, .{ region, layer, first, mine, &started });
+    for (workers) |worker| worker.join();
+
+    var expected: Churn.Done = .{};
+    var live_bytes: u64 = 0;
+    for (done, 0..) |thread, first| {
+        expected.allocs += thread.allocs;
+        expected.frees += thread.frees;
+        expected.alloc_bytes += thread.alloc_bytes;
+        expected.free_bytes += thread.free_bytes;
+        for (thread.sizes, 0..) |size, block| {
+            live_bytes += size;
+            const entry = region.find(Region.liveKey(Churn.address(first, block), layer));
+            if (size == 0) {
+                try std.testing.expectEqual(null, entry);
+            } else {
+                try std.testing.expectEqual(size, entry.?.size);
+            }
+        }
+    }
+    const site = region.siteIndex(&testCall(layer, no_layer, 0x55).frames, layer, no_layer).?;
+    var counted: Churn.Done = .{};
+    var site_counted: Churn.Done = .{};
+    var reissues: u64 = 0;
+    var reissued_bytes: u64 = 0;
+    for (region.layer_counts, region.site_counts) |layer_shard, site_shard| {
+        const calls = layer_shard[layer].program;
+        counted.allocs += calls.allocs;
+        counted.frees += calls.frees;
+        counted.alloc_bytes += calls.alloc_bytes;
+        counted.free_bytes += calls.free_bytes;
+        reissues += layer_shard[layer].reissues;
+        reissued_bytes += layer_shard[layer].reissued_bytes;
+        site_counted.allocs += site_shard[site].allocs;
+        site_counted.frees += site_shard[site].frees;
+        site_counted.alloc_bytes += site_shard[site].alloc_bytes;
+        site_counted.free_bytes += site_shard[site].free_bytes;
+    }
+    // No block was lost to a probe chain, so none was released en bloc and
+    // the layer's retained bytes are counted.
+    try std.testing.expectEqual(std.mem.zeroes(Losses), region.losses.*);
+    try std.testing.expectEqual(@as(u64, 0), reissues);
+    try std.testing.expectEqual(@as(u64, 0), reissued_bytes);
+    try std.testing.expectEqual(expected.allocs, counted.allocs);
+    try std.testing.expectEqual(expected.frees, counted.frees);
+    try std.testing.expectEqual(expected.alloc_bytes, counted.alloc_bytes);
+    try std.testing.expectEqual(expected.free_bytes, counted.free_bytes);
+    try std.testing.expectEqual(live_bytes, region.layers[layer].live_bytes);
+    try std.testing.expectEqual(expected.allocs, site_counted.allocs);
+    try std.testing.expectEqual(expected.frees, site_counted.frees);
+    try std.testing.expectEqual(live_bytes, site_counted.alloc_bytes - site_counted.free_bytes);
 }
 
 test "threads count on their own shards, and the shards add up exactly" {
