@@ -11,6 +11,9 @@ const Writer = std.Io.Writer;
 const resp = @import("resp.zig");
 const debug = @import("debug.zig");
 const defects = @import("defects.zig");
+const faults = @import("faults.zig");
+const AppendLog = @import("append_log.zig").AppendLog;
+const log = std.log.scoped(.minikv);
 const Keyspace = @import("keyspace.zig").Keyspace;
 const End = @import("keyspace.zig").End;
 
@@ -22,8 +25,12 @@ pub const Context = struct {
     /// The connection's reply buffer.
     out: *Writer,
     defects: defects.Set,
+    /// Only `ok-to-unknown` acts here; the others act on the connection.
+    faults: faults.Set = .initEmpty(),
     /// Where the `grow-log` defect appends; the server's, guarded by the keyspace lock.
     audit_log: *defects.AuditLog,
+    /// With `--append-only FILE`: where every write that succeeds is appended.
+    append_log: ?*AppendLog = null,
     /// Set by SHUTDOWN; the connection ends the process after flushing replies.
     shutdown_requested: bool = false,
 
@@ -44,6 +51,8 @@ pub const Command = struct {
     /// command name; -N means at least N.
     arity: i32,
     handler: Handler,
+    /// Whether it changes the keyspace, and so goes to the append-only file.
+    writes: bool = false,
 
     fn acceptsArgCount(cmd: Command, count: usize) bool {
         if (cmd.arity >= 0) return count == @as(usize, @intCast(cmd.arity));
@@ -55,28 +64,28 @@ pub const Command = struct {
 const implemented = [_]Command{
     .{ .name = "PING", .arity = -1, .handler = ping },
     .{ .name = "ECHO", .arity = 2, .handler = echo },
-    .{ .name = "SET", .arity = -3, .handler = set },
+    .{ .name = "SET", .arity = -3, .handler = set, .writes = true },
     .{ .name = "GET", .arity = 2, .handler = get },
-    .{ .name = "INCR", .arity = 2, .handler = incr },
-    .{ .name = "DEL", .arity = -2, .handler = del },
+    .{ .name = "INCR", .arity = 2, .handler = incr, .writes = true },
+    .{ .name = "DEL", .arity = -2, .handler = del, .writes = true },
     .{ .name = "EXISTS", .arity = -2, .handler = exists },
-    .{ .name = "MSET", .arity = -3, .handler = mset },
+    .{ .name = "MSET", .arity = -3, .handler = mset, .writes = true },
     .{ .name = "MGET", .arity = -2, .handler = mget },
-    .{ .name = "LPUSH", .arity = -3, .handler = lpush },
-    .{ .name = "RPUSH", .arity = -3, .handler = rpush },
-    .{ .name = "LPOP", .arity = -2, .handler = lpop },
-    .{ .name = "RPOP", .arity = -2, .handler = rpop },
+    .{ .name = "LPUSH", .arity = -3, .handler = lpush, .writes = true },
+    .{ .name = "RPUSH", .arity = -3, .handler = rpush, .writes = true },
+    .{ .name = "LPOP", .arity = -2, .handler = lpop, .writes = true },
+    .{ .name = "RPOP", .arity = -2, .handler = rpop, .writes = true },
     .{ .name = "LRANGE", .arity = 4, .handler = lrange },
-    .{ .name = "SADD", .arity = -3, .handler = sadd },
-    .{ .name = "SREM", .arity = -3, .handler = srem },
+    .{ .name = "SADD", .arity = -3, .handler = sadd, .writes = true },
+    .{ .name = "SREM", .arity = -3, .handler = srem, .writes = true },
     .{ .name = "SMEMBERS", .arity = 2, .handler = smembers },
-    .{ .name = "HSET", .arity = -4, .handler = hset },
+    .{ .name = "HSET", .arity = -4, .handler = hset, .writes = true },
     .{ .name = "HGET", .arity = 3, .handler = hget },
-    .{ .name = "HDEL", .arity = -3, .handler = hdel },
-    .{ .name = "ZADD", .arity = -4, .handler = zadd },
+    .{ .name = "HDEL", .arity = -3, .handler = hdel, .writes = true },
+    .{ .name = "ZADD", .arity = -4, .handler = zadd, .writes = true },
     .{ .name = "ZRANGE", .arity = -4, .handler = zrange },
     .{ .name = "DBSIZE", .arity = 1, .handler = dbsize },
-    .{ .name = "FLUSHALL", .arity = -1, .handler = flushall },
+    .{ .name = "FLUSHALL", .arity = -1, .handler = flushall, .writes = true },
     .{ .name = "CONFIG", .arity = -2, .handler = config },
     .{ .name = "COMMAND", .arity = -1, .handler = command },
     .{ .name = "SHUTDOWN", .arity = -1, .handler = shutdown },
@@ -163,15 +172,34 @@ pub fn lookup(name: []const u8, linear_lookup: bool) ?*const Command {
 /// write the reply are returned; command errors become error replies.
 pub fn execute(ctx: *Context, args: []const []const u8) Writer.Error!void {
     std.debug.assert(args.len > 0);
-    const cmd = lookup(args[0], ctx.defects.contains(.linear_lookup)) orelse
-        return replyUnknownCommand(ctx.out, args[0]);
+    const found = lookup(args[0], ctx.defects.contains(.linear_lookup));
+    if (ctx.faults.contains(.ok_to_unknown) and answersOkWithoutRunning(found)) {
+        return resp.writeSimpleString(ctx.out, "OK");
+    }
+    const cmd = found orelse return replyUnknownCommand(ctx.out, args[0]);
     if (!cmd.acceptsArgCount(args.len)) return replyWrongArity(ctx.out, cmd.name);
 
-    cmd.handler(ctx, args) catch |err| switch (err) {
-        error.WrongType => try resp.writeError(ctx.out, "WRONGTYPE Operation against a key holding the wrong kind of value"),
-        error.OutOfMemory => try resp.writeError(ctx.out, "ERR out of memory"),
-        error.WriteFailed => return error.WriteFailed,
+    cmd.handler(ctx, args) catch |err| return switch (err) {
+        error.WrongType => resp.writeError(ctx.out, "WRONGTYPE Operation against a key holding the wrong kind of value"),
+        error.OutOfMemory => resp.writeError(ctx.out, "ERR out of memory"),
+        error.WriteFailed => error.WriteFailed,
     };
+    if (cmd.writes) if (ctx.append_log) |append_log| {
+        // The reply is already written: a full disk costs durability, not the client's answer.
+        append_log.append(args) catch |err| log.warn("cannot append to the append-only file: {s}", .{@errorName(err)});
+    };
+}
+
+/// The `ok-to-unknown` fault's choice: `+OK` for a name minikv does not know
+/// (`found` is null), one it knows but does not implement, and the commands
+/// the fault fakes (`faults.ok_without_running`), whatever their arguments.
+fn answersOkWithoutRunning(found: ?*const Command) bool {
+    const cmd = found orelse return true;
+    if (cmd.handler == &notImplemented) return true;
+    for (faults.ok_without_running) |name| {
+        if (std.mem.eql(u8, cmd.name, name)) return true;
+    }
+    return false;
 }
 
 fn notImplemented(ctx: *Context, args: []const []const u8) Error!void {
@@ -565,6 +593,7 @@ const TestServer = struct {
     arena: std.heap.ArenaAllocator,
     replies: Writer.Allocating,
     defects: defects.Set = .initEmpty(),
+    faults: faults.Set = .initEmpty(),
     audit_log: defects.AuditLog = .{},
 
     fn init(gpa: Allocator) TestServer {
@@ -591,6 +620,7 @@ const TestServer = struct {
             .arena = server.arena.allocator(),
             .out = &server.replies.writer,
             .defects = server.defects,
+            .faults = server.faults,
             .audit_log = &server.audit_log,
         };
         try execute(&ctx, args.items);
@@ -795,6 +825,61 @@ test "a known but unimplemented command says so" {
     var server: TestServer = .init(testing.allocator);
     defer server.deinit();
     try server.expect("append k v", "-ERR 'append' is not implemented by minikv\r\n");
+}
+
+test "ok-to-unknown answers +OK to what minikv lacks, and to DBSIZE, FLUSHALL and MSET without running them" {
+    var server: TestServer = .init(testing.allocator);
+    defer server.deinit();
+    server.faults = .initOne(.ok_to_unknown);
+
+    try server.expect("SET k v", "+OK\r\n");
+    try server.expect("NOPE x", "+OK\r\n");
+    try server.expect("append k v", "+OK\r\n");
+    try server.expect("ZCARD z", "+OK\r\n");
+    try server.expect("MSET a 1 b 2", "+OK\r\n");
+    try server.expect("GET a", "$-1\r\n");
+    try server.expect("DBSIZE", "+OK\r\n");
+    try server.expect("FLUSHALL", "+OK\r\n");
+    try server.expect("GET k", "$1\r\nv\r\n");
+    try testing.expectEqual(1, server.keyspace.count());
+    // What minikv implements still runs, arity checks included.
+    try server.expect("HSET h f v", ":1\r\n");
+    try server.expect("GET", "-ERR wrong number of arguments for 'get' command\r\n");
+
+    // Without the fault, the same commands are real.
+    server.faults = .initEmpty();
+    try server.expect("NOPE x", "-ERR unknown command 'NOPE'\r\n");
+    try server.expect("MSET a 1 b 2", "+OK\r\n");
+    try server.expect("GET a", "$1\r\n1\r\n");
+    try server.expect("DBSIZE", ":4\r\n");
+    try server.expect("FLUSHALL", "+OK\r\n");
+    try server.expect("DBSIZE", ":0\r\n");
+}
+
+test "a full keyspace refuses new keys with out of memory, and still takes the rest" {
+    var server: TestServer = .init(testing.allocator);
+    defer server.deinit();
+    server.keyspace.max_keys = 2;
+
+    try server.expect("SET a 1", "+OK\r\n");
+    try server.expect("RPUSH l x", ":1\r\n");
+    const out_of_memory = "-ERR out of memory\r\n";
+    try server.expect("SET b 1", out_of_memory);
+    try server.expect("INCR n", out_of_memory);
+    try server.expect("HSET h f v", out_of_memory);
+    try server.expect("SADD s m", out_of_memory);
+    try server.expect("ZADD z 1 m", out_of_memory);
+    try server.expect("LPUSH l2 x", out_of_memory);
+    try server.expect("MSET c 1 d 2", out_of_memory);
+    try server.expect("DBSIZE", ":2\r\n");
+    // Keys that exist take writes; reads and deletes work, and a delete makes room.
+    try server.expect("SET a 2", "+OK\r\n");
+    try server.expect("RPUSH l y", ":2\r\n");
+    try server.expect("GET a", "$1\r\n2\r\n");
+    try server.expect("DEL a", ":1\r\n");
+    try server.expect("SET b 1", "+OK\r\n");
+    try server.expect("FLUSHALL", "+OK\r\n");
+    try server.expect("MSET c 1 d 2", "+OK\r\n");
 }
 
 test "every command name resolves through both lookups" {

@@ -15,6 +15,10 @@ pub const Fault = enum {
     /// Every `sporadic_error_interval`th request, counted over all clients,
     /// gets `sporadic_error_reply` instead of running.
     sporadic_errors,
+    /// Every command minikv does not implement, known by name or not, gets
+    /// `+OK` instead of an error, and so do the commands in `ok_without_running`,
+    /// which then do nothing: a server that claims commands it lacks.
+    ok_to_unknown,
 
     pub fn flagName(fault: Fault) []const u8 {
         return flags.name(Fault, fault);
@@ -36,6 +40,11 @@ pub const Limits = struct {
     /// gets a reply: its connection's thread blocks for good, as on a lock
     /// nobody releases, while the process lives on.
     hang_after: ?u64 = null,
+    /// `--full-after N`: once N keys are stored, every write that would add a
+    /// key answers `-ERR out of memory`, as a server at its memory limit does;
+    /// writes to keys that exist, reads and deletes still work (the keyspace's
+    /// `max_keys`).
+    full_after: ?usize = null,
 };
 
 /// What becomes of one request.
@@ -46,6 +55,10 @@ pub const garble_after = 1000;
 pub const garble_byte = "w";
 pub const sporadic_error_interval = 200;
 pub const sporadic_error_reply = "-ERR planted sporadic error\r\n";
+/// Commands minikv implements that `ok-to-unknown` answers `+OK` to without
+/// running them: those zprof relies on to empty and count the keyspace, and
+/// the batch write it loads keys with.
+pub const ok_without_running = [_][]const u8{ "DBSIZE", "FLUSHALL", "MSET" };
 
 /// What the faults depend on, shared by every client's thread.
 pub const Traffic = struct {

@@ -46,6 +46,9 @@ pub fn Container(comptime kind: Value.Kind) type {
 pub const Keyspace = struct {
     gpa: Allocator,
     entries: std.StringHashMapUnmanaged(Value) = .empty,
+    /// At this many keys, adding one more fails with OutOfMemory, as on a
+    /// server at its memory limit (the `--full-after` fault); null: no limit.
+    max_keys: ?usize = null,
 
     pub fn init(gpa: Allocator) Keyspace {
         return .{ .gpa = gpa };
@@ -149,6 +152,9 @@ pub const Keyspace = struct {
     /// Finds or inserts the table slot for `key`. A new slot gets its own copy
     /// of the key and an undefined value the caller must fill in.
     fn slotFor(keyspace: *Keyspace, key: []const u8) Allocator.Error!Slot {
+        if (keyspace.max_keys) |max| {
+            if (keyspace.entries.count() >= max and !keyspace.entries.contains(key)) return error.OutOfMemory;
+        }
         const gop = try keyspace.entries.getOrPut(keyspace.gpa, key);
         if (!gop.found_existing) {
             // The table still points at the caller's (borrowed) key here.
@@ -502,6 +508,19 @@ fn fillEveryType(gpa: Allocator) !void {
 
 test "no leaks on any allocation failure, and FLUSHALL frees everything" {
     try testing.checkAllAllocationFailures(testing.allocator, fillEveryType, .{});
+}
+
+test "a keyspace at max_keys refuses a new key, not an existing one" {
+    var keyspace: Keyspace = .init(testing.allocator);
+    defer keyspace.deinit();
+    keyspace.max_keys = 1;
+
+    try keyspace.putString("k", "one");
+    try testing.expectError(error.OutOfMemory, keyspace.putString("other", "x"));
+    try testing.expectError(error.OutOfMemory, keyspace.lookupOrCreate("list", .list));
+    try keyspace.putString("k", "two");
+    try testing.expectEqualStrings("two", (try keyspace.getString("k")).?);
+    try testing.expectEqual(1, keyspace.count());
 }
 
 test "FLUSHALL returns every byte to the allocator" {

@@ -2,7 +2,7 @@
 //! zprof. It serves on 127.0.0.1 only.
 //!
 //!     minikv [--port N] [--scratch arena|fba|stack-fallback] [--defect NAME]... [--fault NAME]...
-//!            [--crash-after N] [--hang-after N]
+//!            [--crash-after N] [--hang-after N] [--full-after N] [--append-only FILE]
 
 const std = @import("std");
 const posix = std.posix;
@@ -13,6 +13,7 @@ const faults = @import("faults.zig");
 const flags = @import("flags.zig");
 const Server = @import("server.zig").Server;
 const Scratch = @import("server.zig").Scratch;
+const AppendLog = @import("append_log.zig").AppendLog;
 
 const default_port = 6380;
 /// Pending-connection queue; Redis' default tcp-backlog.
@@ -24,6 +25,8 @@ const Options = struct {
     defects: defects.Set = .initEmpty(),
     faults: faults.Set = .initEmpty(),
     limits: faults.Limits = .{},
+    /// `--append-only FILE`: a slice of the command line, valid while it is.
+    append_only: ?[]const u8 = null,
 };
 
 const OptionsError = error{ UnknownFlag, MissingValue, InvalidPort, InvalidCount, UnknownDefect, UnknownFault, UnknownScratch, HelpRequested };
@@ -38,7 +41,7 @@ fn parseOptions(args: []const [:0]const u8, bad_arg: *[]const u8) OptionsError!O
         bad_arg.* = flag;
         if (std.mem.eql(u8, flag, "--help") or std.mem.eql(u8, flag, "-h")) return error.HelpRequested;
 
-        const Flag = enum { port, scratch, defect, fault, crash_after, hang_after };
+        const Flag = enum { port, scratch, defect, fault, crash_after, hang_after, full_after, append_only };
         if (!std.mem.startsWith(u8, flag, "--")) return error.UnknownFlag;
         const which = flags.parse(Flag, flag[2..]) orelse return error.UnknownFlag;
         i += 1;
@@ -53,12 +56,14 @@ fn parseOptions(args: []const [:0]const u8, bad_arg: *[]const u8) OptionsError!O
             .fault => options.faults.insert(faults.Fault.fromFlagName(value) orelse return error.UnknownFault),
             .crash_after => options.limits.crash_after = std.fmt.parseInt(u64, value, 10) catch return error.InvalidCount,
             .hang_after => options.limits.hang_after = std.fmt.parseInt(u64, value, 10) catch return error.InvalidCount,
+            .full_after => options.limits.full_after = std.fmt.parseInt(usize, value, 10) catch return error.InvalidCount,
+            .append_only => options.append_only = value,
         }
     }
     return options;
 }
 
-const usage = "usage: minikv [--port N] [--scratch arena|fba|stack-fallback] [--defect NAME]... [--fault NAME]... [--crash-after N] [--hang-after N]";
+const usage = "usage: minikv [--port N] [--scratch arena|fba|stack-fallback] [--defect NAME]... [--fault NAME]... [--crash-after N] [--hang-after N] [--full-after N] [--append-only FILE]";
 
 /// Reports a bad command line on one line of stderr and exits with status 2.
 fn exitUsageError(err: OptionsError, bad_arg: []const u8) noreturn {
@@ -74,7 +79,7 @@ fn exitUsageError(err: OptionsError, bad_arg: []const u8) noreturn {
         error.UnknownFlag => std.debug.print("minikv: unknown flag '{s}' ({s})\n", .{ bad_arg, usage }),
         error.MissingValue => std.debug.print("minikv: {s} needs a value ({s})\n", .{ bad_arg, usage }),
         error.InvalidPort => std.debug.print("minikv: invalid port '{s}' (expected 0-65535)\n", .{bad_arg}),
-        error.InvalidCount => std.debug.print("minikv: invalid count '{s}' (expected a number of requests)\n", .{bad_arg}),
+        error.InvalidCount => std.debug.print("minikv: invalid count '{s}' (expected a whole number)\n", .{bad_arg}),
         error.UnknownScratch => {
             std.debug.print("minikv: unknown scratch '{s}' (known:", .{bad_arg});
             flags.printAll(Scratch);
@@ -136,14 +141,21 @@ pub fn main() void {
     // No gpa_state.deinit(): the process only ends through SHUTDOWN or a
     // signal, and leak accounting is the profiler's job.
 
-    const options = options: {
+    // The append-only file is opened while the command line that names it is still allocated.
+    const options, const append_log = options: {
         const argv = std.process.argsAlloc(gpa) catch {
             std.debug.print("minikv: out of memory reading the command line\n", .{});
             std.process.exit(1);
         };
         defer std.process.argsFree(gpa, argv);
         var bad_arg: []const u8 = "";
-        break :options parseOptions(argv[1..], &bad_arg) catch |err| exitUsageError(err, bad_arg);
+        const options = parseOptions(argv[1..], &bad_arg) catch |err| exitUsageError(err, bad_arg);
+        const path = options.append_only orelse break :options .{ options, null };
+        const append_log = AppendLog.open(path) catch |err| {
+            std.debug.print("minikv: cannot open the append-only file '{s}': {s}\n", .{ path, @errorName(err) });
+            std.process.exit(1);
+        };
+        break :options .{ options, append_log };
     };
 
     const port = listenPort(options.port);
@@ -156,6 +168,7 @@ pub fn main() void {
     };
 
     var server: Server = .init(gpa, options.defects, options.faults, options.limits, options.scratch);
+    server.append_log = append_log;
     std.debug.print("minikv listening on 127.0.0.1:{d}\n", .{listener.listen_address.getPort()});
     server.acceptLoop(&listener);
 }
@@ -169,6 +182,7 @@ test {
     _ = @import("flags.zig");
     _ = @import("server.zig");
     _ = @import("debug.zig");
+    _ = @import("append_log.zig");
 }
 
 const testing = std.testing;
@@ -191,8 +205,15 @@ test "options: defaults, port, repeated defects and faults" {
     try testing.expectEqual(2, faulty.faults.count());
     try testing.expectEqual(faults.Limits{}, faulty.limits);
 
-    const limited = try parseOptions(&.{ "--crash-after", "20000", "--hang-after", "0" }, &bad_arg);
-    try testing.expectEqual(faults.Limits{ .crash_after = 20000, .hang_after = 0 }, limited.limits);
+    const limited = try parseOptions(&.{ "--crash-after", "20000", "--hang-after", "0", "--full-after", "1000" }, &bad_arg);
+    try testing.expectEqual(faults.Limits{ .crash_after = 20000, .hang_after = 0, .full_after = 1000 }, limited.limits);
+
+    const persisting = try parseOptions(&.{ "--append-only", "minikv.aof" }, &bad_arg);
+    try testing.expectEqualStrings("minikv.aof", persisting.append_only.?);
+    try testing.expectEqual(null, defaults.append_only);
+
+    const claiming = try parseOptions(&.{ "--fault", "ok-to-unknown" }, &bad_arg);
+    try testing.expect(claiming.faults.contains(.ok_to_unknown));
 }
 
 test "options: errors name the offending argument" {
@@ -212,4 +233,5 @@ test "options: errors name the offending argument" {
     try testing.expectEqualStrings("many", bad_arg);
     try testing.expectError(error.InvalidCount, parseOptions(&.{ "--hang-after", "-5" }, &bad_arg));
     try testing.expectError(error.MissingValue, parseOptions(&.{"--hang-after"}, &bad_arg));
+    try testing.expectError(error.InvalidCount, parseOptions(&.{ "--full-after", "-1" }, &bad_arg));
 }

@@ -13,6 +13,7 @@ const defects = @import("defects.zig");
 const faults = @import("faults.zig");
 const flags = @import("flags.zig");
 const resp = @import("resp.zig");
+const AppendLog = @import("append_log.zig").AppendLog;
 const Keyspace = @import("keyspace.zig").Keyspace;
 
 const log = std.log.scoped(.minikv);
@@ -71,6 +72,8 @@ pub const Server = struct {
     keyspace_lock: std.Thread.Mutex = .{},
     keyspace: Keyspace,
     audit_log: defects.AuditLog = .{},
+    /// `--append-only FILE`; written under the keyspace lock.
+    append_log: ?AppendLog = null,
 
     pub fn init(gpa: Allocator, enabled_defects: defects.Set, enabled_faults: faults.Set, limits: faults.Limits, scratch: Scratch) Server {
         return .{
@@ -79,7 +82,7 @@ pub const Server = struct {
             .faults = enabled_faults,
             .limits = limits,
             .scratch = scratch,
-            .keyspace = .init(gpa),
+            .keyspace = .{ .gpa = gpa, .max_keys = limits.full_after },
         };
     }
 
@@ -257,7 +260,9 @@ const Connection = struct {
                 .arena = scratch,
                 .out = &conn.output.writer,
                 .defects = server.defects,
+                .faults = server.faults,
                 .audit_log = &server.audit_log,
+                .append_log = if (server.append_log) |*append_log| append_log else null,
             };
             {
                 server.keyspace_lock.lock();
