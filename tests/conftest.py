@@ -159,3 +159,15 @@ def allocs_json(run_zprof, tmp_path_factory: pytest.TempPathFactory):
         return results[key]
 
     return run
+
+
+# Other processes took at most this factor of a side's CPU (analysis.verdicts.interference), and the machine
+# was not saturated: a quiet enough machine for two or three trials to make a tenfold slowdown conclusive.
+QUIET_INTERFERENCE = 1.5
+
+
+def quiet_comparison(command: dict) -> bool:
+    """Whether a bench command (its run.json form) ran on a machine quiet enough that zprof must be conclusive
+    about a defect an order of magnitude wide; on a busier one it guarantees only that it never passes it."""
+    return (max(command["target_interference"], command["redis_interference"]) < QUIET_INTERFERENCE
+            and not command["machine_saturated"] and not command["load_generator_bound"])

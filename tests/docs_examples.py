@@ -106,8 +106,10 @@ BY_NAME = {example.name: example for example in EXAMPLES}
 
 # Running zprof in this process ---------------------------------------------------------------------------
 def zprof(argv: tuple[str, ...] | list[str], cwd: Path = REPO, shown_cwd: str | None = None) -> tuple[int, str]:
-    """`zprof ARGV` in this process, at the examples' width: its exit code and what it printed on stdout."""
-    done = run_cli(argv, cwd=cwd, env={**os.environ, "COLUMNS": COLUMNS}, shown_cwd=shown_cwd)
+    """`zprof ARGV` in this process, at the examples' width: its exit code and what it printed on stdout. Without
+    $ZIG, as a newcomer runs it: the suite sets it, and `doctor` says where it found Zig."""
+    env = {name: value for name, value in os.environ.items() if name != "ZIG"}
+    done = run_cli(argv, cwd=cwd, env={**env, "COLUMNS": COLUMNS}, shown_cwd=shown_cwd)
     return done.returncode, done.stdout
 
 

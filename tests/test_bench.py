@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import MINIKV, REPO
+from tests.conftest import MINIKV, REPO, quiet_comparison
 from zprof.analysis.stats import paired_ratio, summarize, t975
 from zprof.analysis.verdicts import compare_command, compare_memory, comparison_limitations, judge, load_thresholds
 from zprof.errors import ZprofError
@@ -185,18 +185,22 @@ def test_redis_against_itself_is_within_its_own_noise(bench):
 @pytest.mark.slow
 @pytest.mark.smoke
 def test_hot_loop_makes_zadd_unacceptable_and_leaves_get_alone(bench, replays_as_printed):
-    """Also minikv's missing pub/sub: PUBLISH fails alone and the other commands are still compared;
-    and the saved run prints again as the run printed it."""
-    done, report = bench("--project", str(MINIKV), "--server-args", "--defect hot-loop",
-                         "--commands", "GET,PUBLISH,ZADD", "--requests", "5000", "--trials", "2", "--keys", "0",
-                         "--subscribers", "3", "--no-p999", *SHORT)
+    """Also minikv's missing pub/sub: PUBLISH fails alone and the other commands are still compared; the saved
+    run prints again as the run printed it; and minikv appending its writes to a file is said, beside Redis run
+    with its own append-only file (--redis-persistence aof)."""
+    done, report = bench("--project", str(MINIKV), "--server-args", "--defect hot-loop --append-only minikv.aof",
+                         "--commands", "GET,PUBLISH,ZADD", "--requests", "5000", "--trials", "3", "--keys", "0",
+                         "--subscribers", "3", "--no-p999", "--redis-persistence", "aof", *SHORT)
     replays_as_printed(done.directory, done.stdout)
     assert_clean_failure(done, 1, "1 command(s) failed: PUBLISH", "is not implemented by minikv")
     commands = by_command(report)
     zadd, get, publish = commands["ZADD"], commands["GET"], commands["PUBLISH"]
-    # ~100 µs of CPU per ZADD caps minikv near 10k req/s against Redis' hundreds of thousands.
-    assert zadd["throughput_status"] == UNACCEPTABLE, zadd
-    assert zadd["throughput"]["ci95"][1] < 70, zadd
+    # ~100 µs of CPU per ZADD caps minikv near 10k req/s against Redis' hundreds of thousands: conclusively
+    # unacceptable on a quiet enough machine; on a very busy one (load average 16 on two cores, repeat-tests
+    # beside repeat-tests) three trials may scatter too far for that, and then it is never a pass.
+    assert zadd["throughput"]["percent"] < 70 and zadd["throughput_status"] not in (EXCELLENT, ACCEPTABLE), zadd
+    if quiet_comparison(zadd):
+        assert zadd["throughput_status"] == UNACCEPTABLE and zadd["throughput"]["ci95"][1] < 70, zadd
     # GET is left alone: minikv's GET is near Redis' (how near depends on the cores and on who sets the pace),
     # and an order of magnitude beyond the defect's ZADD.
     assert get["throughput_status"] != FAILED, get
@@ -205,9 +209,13 @@ def test_hot_loop_makes_zadd_unacceptable_and_leaves_get_alone(bench, replays_as
     assert "is not implemented by minikv" in publish["failure"]["first_error"]
     assert publish["failure"]["server"] == "target" and publish["failure"]["errors"] >= 1
     assert publish["target"] is None and not trials_of(report, "PUBLISH", "target")
-    assert report["verdict"] == UNACCEPTABLE
-    assert "ZADD throughput" in done.stdout
+    if quiet_comparison(zadd):
+        assert report["verdict"] == UNACCEPTABLE and "ZADD throughput" in done.stdout
     assert report["target"]["name"] == "minikv" and report["target"]["zig_version"]
+    persists = codes(report)["bench.target-persists"]
+    assert persists["files"] == ["minikv.aof"] and persists["redis"] == "aof", persists
+    assert "--appendonly yes" in report["reference"]["start_command"]
+    assert "Redis ran with its persistence on (--redis-persistence aof)" in " ".join(done.stdout.split())
 
 
 @pytest.mark.slow

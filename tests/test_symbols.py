@@ -1,7 +1,8 @@
 """The symboliser on real Zig builds of minikv: llvm-symbolizer and zprof's own DWARF reader
 give the same frames, Debug builds (Zig's own backend, inlined calls without a call file)
 go to the reader that places each call in its caller's file, and results are cached by
-the binary's contents, not its path."""
+the binary's contents, not its path. And what a frame's file says it belongs to: the project,
+Zig's std, or a dependency in Zig's package cache."""
 
 from __future__ import annotations
 
@@ -13,10 +14,13 @@ import pytest
 from elftools.elf.elffile import ELFFile
 
 from tests.conftest import MINIKV
+from zprof.analysis.allocations import attribute
+from zprof.analysis.callgrind import _frame, _Function
 from zprof.analysis.dwarf import DwarfReader, inlined_calls_lack_files
-from zprof.analysis.symbols import LLVM_SYMBOLIZER, PYTHON_DWARF, Symbolizer
+from zprof.analysis.perf_script import classify
+from zprof.analysis.symbols import LLVM_SYMBOLIZER, PYTHON_DWARF, SourceFrame, Symbolizer, source_kind
+from zprof.collect.shim_counters import SiteCounters
 
-pytestmark = pytest.mark.slow
 HAS_LLVM = shutil.which(LLVM_SYMBOLIZER) is not None
 
 
@@ -48,6 +52,7 @@ def resolve(binary: Path, addresses: list[int], backend: str | None = None,
         return symbolizer.locate(addresses), symbolizer.backend_used
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not HAS_LLVM, reason="llvm-symbolizer is not installed")
 def test_llvm_symbolizer_and_zprofs_reader_agree_frame_for_frame(built):
     binary = built("ReleaseFast")
@@ -69,6 +74,7 @@ def test_llvm_symbolizer_and_zprofs_reader_agree_frame_for_frame(built):
     assert resolve(binary, addresses[:5])[1] == LLVM_SYMBOLIZER
 
 
+@pytest.mark.slow
 def test_a_debug_build_places_each_inlined_call_in_its_callers_file(built):
     """Zig's own backend leaves DW_AT_call_file out; zprof takes the caller's file from where the
     caller's code is, and so picks its own reader for such a binary."""
@@ -90,6 +96,7 @@ def test_a_debug_build_places_each_inlined_call_in_its_callers_file(built):
         assert any(by_llvm[a][-1].file != chains[a][-1].file for a in addresses if len(chains[a]) > 1)
 
 
+@pytest.mark.slow
 def test_results_are_cached_by_the_binarys_contents_not_its_path(built, tmp_path):
     binary = built("ReleaseFast")
     addresses = sample_addresses(binary)[:200]
@@ -109,6 +116,7 @@ def test_results_are_cached_by_the_binarys_contents_not_its_path(built, tmp_path
     assert len(list(cache.iterdir())) == 2
 
 
+@pytest.mark.slow
 def test_without_llvm_symbolizer_zprof_reads_the_dwarf_itself(built, tmp_path, monkeypatch):
     binary = built("ReleaseFast")
     monkeypatch.setenv("PATH", str(tmp_path))  # a real PATH on which llvm-symbolizer is absent
@@ -116,6 +124,7 @@ def test_without_llvm_symbolizer_zprof_reads_the_dwarf_itself(built, tmp_path, m
     assert used == PYTHON_DWARF and any(len(chain) > 1 for chain in chains.values())
 
 
+@pytest.mark.slow
 def test_line_rows_are_pyelftools_rows(built):
     binary = built("ReleaseFast")
     with open(binary, "rb") as file:
@@ -139,3 +148,46 @@ def test_inlined_calls_without_a_call_file_are_recognised():
     assert inlined_calls_lack_files(table(0x31, 0x59))  # abstract origin, call line
     assert not inlined_calls_lack_files(table(0x31, 0x58, 0x59))  # with the call file
     assert not inlined_calls_lack_files(table(0x31))
+
+
+# A dependency's file as a ReleaseFast build of a project with a `.url` dependency names it (zig fetch put the
+# package in the global cache's p/ directory, under Zig 0.15's package hash).
+DEPENDENCY = "/root/.cache/zig/p/dep-0.1.0-NsCrAYMBAAAEFLqNHqbLWX5sOJT0tYMLP18AF58Il1vE/src/dep.zig"
+
+
+@pytest.mark.parametrize("path, kind", [
+    (DEPENDENCY, "dependency"),
+    ("/tmp/zig-global/p/libxev-0.0.0-86vtc-ziAgC5rZ5wSFfGdVqoDbd0_Ak3UPDcsMRlj1Ab/src/loop.zig",
+     "dependency"),  # $ZIG_GLOBAL_CACHE_DIR
+    ("/home/u/.cache/zig/p/1220" + "0f" * 32 + "/src/main.zig", "dependency"),  # Zig 0.11-0.13's hashes
+    ("/work/app/src/main.zig", "project"),
+    ("/work/app/p/server.zig", "project"),  # a project's own p/ directory, without a package hash
+    ("/work/p/tools-v1-main/src/x.zig", "project"),
+    ("std/heap/debug_allocator.zig", "std"),
+    ("/opt/zig/lib/compiler_rt/memcpy.zig", "std"),
+    (None, "project"),
+])
+def test_a_frames_file_says_whose_code_it_is(path, kind):
+    assert source_kind(path) == kind
+
+
+def test_perf_and_callgrind_frames_of_a_dependency_are_no_project_frames():
+    assert classify("/work/app/zig-out/bin/app", DEPENDENCY, in_target=True) == "dependency"
+    assert classify("/work/app/zig-out/bin/app", "/work/app/src/main.zig", in_target=True) == "project"
+    assert _frame(_Function("dep.mix", DEPENDENCY, "/work/app/zig-out/bin/app")).kind == "dependency"
+    assert _frame(_Function("main.main", "/work/app/src/main.zig", "/work/app/zig-out/bin/app")).kind == "project"
+
+
+def test_an_allocation_in_a_dependency_is_charged_to_the_projects_call():
+    """The project decides how it calls a package: the site is its own frame, the package's on the way there."""
+    frames = {0x10: (SourceFrame("array_list.Aligned(u8,null).append", "std/array_list.zig", 600),),
+              0x20: (SourceFrame("dep.Buffer.push", DEPENDENCY, 12),),
+              0x30: (SourceFrame("commands.set", "/work/app/src/commands.zig", 40),)}
+    site = SiteCounters(0, None, (0x11, 0x11, 0x21, 0x31), 1, 16, 0, 0, 16, 16)
+    frame, chain = attribute(site, frames)
+    assert frame.function == "commands.set"
+    assert [text.split(" (")[0] for text in chain] == ["array_list.Aligned(u8,null).append", "dep.Buffer.push"]
+    # Without a project frame (a thread of the package's own), the package's frame.
+    frame, _ = attribute(SiteCounters(0, None, (0x11, 0x11, 0x21), 1, 16, 0, 0, 16, 16), frames)
+    assert frame.function == "dep.Buffer.push"
+

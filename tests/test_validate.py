@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
-from tests.conftest import MINIKV
+from tests.conftest import MINIKV, quiet_comparison
 
 pytestmark = pytest.mark.slow
 
@@ -38,21 +42,36 @@ SECTIONS = ["## Executive Summary", "## 1. Zig Performance Profile", "### Memory
 
 @pytest.fixture(scope="module")
 def validated(run_zprof, tmp_path_factory):
-    """`zprof validate --quick` on minikv, with every planted defect and with none; each once."""
+    """`zprof validate --quick` on minikv, with every planted defect and with none; each once. `extra`: more
+    options (--server-args for a fault, --optimize); `busy`: processes that keep the cores busy meanwhile."""
     results = {}
 
-    def run(defects: tuple[str, ...], commands: str | None = None):
-        if (defects, commands) not in results:
+    def run(defects: tuple[str, ...], commands: str | None = None, extra: tuple[str, ...] = (), busy: int = 0):
+        key = (defects, commands, extra, busy)
+        if key not in results:
             out = tmp_path_factory.mktemp("validate") / "run"
             server_args = " ".join(f"--defect {name}" for name in defects)
-            done = run_zprof("validate", "--project", str(MINIKV), "--quick", "--output", str(out),
-                             *(["--server-args", server_args] if server_args else []),
-                             *(["--commands", commands] if commands else []))
+            with cores_kept_busy(busy):
+                done = run_zprof("validate", "--project", str(MINIKV), "--quick", "--output", str(out),
+                                 *(["--server-args", server_args] if server_args else []),
+                                 *(["--commands", commands] if commands else []), *extra)
             report = json.loads((out / "report.json").read_text()) if (out / "report.json").exists() else None
-            results[(defects, commands)] = (done, out, report)
-        return results[(defects, commands)]
+            results[key] = (done, out, report)
+        return results[key]
 
     return run
+
+
+@contextmanager
+def cores_kept_busy(processes: int) -> Iterator[None]:
+    """Processes that spin on the CPU while the block runs, as other jobs on a shared machine do."""
+    spinning = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(processes)]
+    try:
+        yield
+    finally:
+        for process in spinning:
+            process.kill()
+            process.wait(timeout=10)
 
 
 def test_every_planted_defect_is_named_under_its_rule(validated):
@@ -74,12 +93,19 @@ def test_every_planted_defect_is_named_under_its_rule(validated):
 
 
 def test_a_hot_loop_is_named_critical_and_blocks(validated):
+    """On a machine too busy for its trials to be conclusive (repeat-tests beside repeat-tests), the hot loop is
+    still named, and the verdict is never an approval."""
     done, out, report = validated(*HOT_LOOP)
     assert report is not None, done.output
-    assert done.returncode == 1 and report["verdict"] == "needs-work", done.output
+    assert done.returncode == EXIT_BY_VERDICT[report["verdict"]] and report["verdict"] in ("needs-work", "not-judged")
     hot = next(r for r in report["recommendations"] if r["function"] == "defects.spinScore")
-    assert hot["rule"] == "hot-function" and hot["critical"] and hot["command"] == "ZADD"
-    assert any(blocker.startswith("ZADD throughput") for blocker in report["blockers"])
+    assert hot["rule"] == "hot-function" and hot["command"] in ("ZADD", None)
+    bench_zadd = next(c for c in json.loads((out / "bench" / "run.json").read_text())["commands"]
+                      if c["command"] == "ZADD")
+    if quiet_comparison(bench_zadd):
+        assert report["verdict"] == "needs-work", done.output
+        assert hot["critical"] and hot["command"] == "ZADD"
+        assert any(blocker.startswith("ZADD throughput") for blocker in report["blockers"])
     # GET is left alone. Not "GET is no blocker": minikv's GET sits near 70% of Redis' on two busy cores, at
     # the blocking threshold itself, so two trials may or may not call it under; the defect's ZADD is an
     # order of magnitude beyond it either way.
@@ -90,11 +116,36 @@ def test_a_hot_loop_is_named_critical_and_blocks(validated):
 
 
 def test_with_no_defect_nothing_is_critical(validated):
-    done, _, report = validated(())
+    """Also while two other processes keep both cores busy: a saturated machine is no finding about minikv,
+    which serves its clients concurrently (a thread per connection)."""
+    done, out, report = validated((), busy=2)
     assert report is not None, done.output
     assert [r["title"] for r in report["recommendations"] if r["critical"]] == []
+    bench_notes = [note["code"] for note in json.loads((out / "bench" / "run.json").read_text())["limitations"]]
+    assert "bench.target-persists" not in bench_notes  # minikv keeps its keys in memory only
+    assert not any(r["rule"] == "synchronous-io" for r in report["recommendations"]), done.output
     assert not any(r["function"] and r["function"].startswith("defects.") for r in report["recommendations"])
     assert done.returncode == EXIT_BY_VERDICT[report["verdict"]], done.output
+
+
+def test_writes_that_fail_once_the_store_is_full_block_and_a_debug_build_is_said_everywhere(validated):
+    """minikv answers `-ERR out of memory` to every write that would add a key past 1,000 keys, built in Debug:
+    the failing writes are a critical finding with their error share, and the Debug build is said in the
+    summary, report.md's executive summary and verdict, and is the first recommendation."""
+    done, out, report = validated((), "SET,GET", ("--server-args", "--full-after 1000", "--optimize", "Debug"))
+    assert report is not None, done.output
+    assert done.returncode == 1 and report["verdict"] == "needs-work", done.output
+    failing = next(r for r in report["recommendations"] if r["rule"] == "error-replies")
+    assert failing["critical"] and failing["command"] == "SET", failing
+    assert "ERR out of memory" in failing["evidence"] and re.search(r"\d+\.\d%\)", failing["evidence"]), failing
+    assert f"critical: {failing['title']}" in report["blockers"]
+    assert report["recommendations"][0]["rule"] == "release-build"
+    flat = " ".join(done.stdout.split())
+    assert "Build: Debug: the CPU time, throughput and latency here are a Debug build's" in flat
+    text = (out / "report.md").read_text().replace("**", "")  # the words, not their markdown emphasis
+    summary, verdict = text.split("## 1.", 1)[0], text.split("## 5. Final Verdict", 1)[1]
+    assert "- Build: Debug: the CPU time" in summary and "not representative" in summary
+    assert "not representative" in verdict
 
 
 def test_report_md_follows_the_procedures_layout(validated):

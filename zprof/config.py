@@ -59,7 +59,7 @@ _REGRESS_KEYS: dict[str, type | tuple[type, ...]] = {
 }
 _SERVER_KEYS: dict[str, type | tuple[type, ...]] = {
     "concurrent_clients": bool, "pipelining": bool, "binds": str, "fixed_port": bool, "answers": list,
-    "rejects": list, "optimize_source": str,
+    "rejects": list, "optimize_source": str, "unsupported": list,
 }
 
 

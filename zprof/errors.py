@@ -31,3 +31,15 @@ class PartialRun(ZprofError):
     def __init__(self, error: ZprofError, run: object) -> None:
         super().__init__(error.message, detail=error.detail, exit_code=error.exit_code)
         self.run = run
+
+
+class EveryRequestFailed(ZprofError):
+    """Every measured request got an error reply: what was measured is the server's error path, not the
+    command's cost. The counts stay with the error, for the finding it makes (a validation's error rule)."""
+
+    def __init__(self, command: str, requests: int, first_error: str | None, what_is_lost: str) -> None:
+        super().__init__(
+            f"every one of the {requests:,} measured {command} requests got an error reply, so {what_is_lost}; "
+            f"the first: {first_error}",
+            detail="Check the request (--args) against what the server implements.", exit_code=EXIT_TARGET)
+        self.command, self.requests, self.first_error = command, requests, first_error or ""

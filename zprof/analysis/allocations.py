@@ -2,7 +2,8 @@
 
 A measured window is `after - before`, minus what the idle server allocated
 over the same length of time. Layers are the allocator implementations the
-shim saw; sites are stacks, attributed to the first frame outside Zig's std.
+shim saw; sites are stacks, attributed to the first frame of the project's own
+code (outside Zig's std and the project's dependencies).
 
 Retained bytes are the bytes the program holds at the end of a window that it
 did not hold at its start, counted once whatever the shape of its allocators
@@ -21,9 +22,19 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, fields, replace
 
-from zprof.analysis.symbols import SourceFrame, Symbolizer, is_std_file
+from zprof.analysis.symbols import SourceFrame, Symbolizer, is_library_file, is_std_file
 from zprof.collect.shim_counters import LayerCounters, LossCounters, ShimSnapshot, SiteCounters
-from zprof.model.allocs import AllocationAnalysis, CallSite, Flag, Keys, LayerUsage, PerRequest, SizeClass
+from zprof.model.allocs import (
+    RETAINED,
+    TEMPORARY,
+    AllocationAnalysis,
+    CallSite,
+    Flag,
+    Keys,
+    LayerUsage,
+    PerRequest,
+    SizeClass,
+)
 from zprof.model.common import Loss
 
 SMALL_BYTES = 64
@@ -32,6 +43,8 @@ LARGE_BYTES = 1 << 20
 SMALL_FLAG_PER_REQUEST = 1.0
 # Retained bytes per request below this are noise (a hash map growing once).
 GROWTH_FLAG_BYTES = 1.0
+# A site that retains more than this share of the bytes it allocates keeps blocks (when blocks were not counted).
+KEPT_SHARE = 0.01
 # A large allocation is flagged when it recurs, from this many per request (not a table that grew once).
 LARGE_FLAG_PER_REQUEST = 0.01
 
@@ -173,16 +186,19 @@ def is_shim_or_api(frame: SourceFrame) -> bool:
 
 
 def attribute(site: SiteCounters, locations: dict[int, tuple[SourceFrame, ...]]) -> tuple[SourceFrame, list[str]]:
-    """The frame a site is charged to (first outside std) and the frames on the way there."""
+    """The frame a site is charged to (the first of the project's own, outside std and the packages it depends
+    on: a dependency's allocation is the project's call into it) and the frames on the way there."""
     logical: list[SourceFrame] = []
     for address in site.frames[1:]:  # frames[0] is the API's ret_addr, a duplicate of a walked frame
         logical.extend(frame for frame in locations.get(address - 1, ()) if not is_shim_or_api(frame))
     if not logical:
         fallback = locations.get(site.frames[0] - 1, ()) if site.frames else ()
         logical = [frame for frame in fallback if not is_shim_or_api(frame)] or [SourceFrame("?", None, None)]
-    for depth, frame in enumerate(logical):
-        if not is_std_file(frame.file):
-            return frame, [_frame_text(f) for f in logical[:depth]]
+    # A stack with no project frame (a dependency's own thread) is charged to the dependency.
+    for library in (is_library_file, is_std_file):
+        for depth, frame in enumerate(logical):
+            if not library(frame.file):
+                return frame, [_frame_text(f) for f in logical[:depth]]
     return logical[0], []
 
 
@@ -263,12 +279,16 @@ def analyse(window: Window, requests: int, symbolizer: Symbolizer, bias: int = 0
     kept = _retained(kept_deltas, names) if kept_deltas is not None else None
 
     grouped: dict[tuple, dict] = defaultdict(lambda: {"allocs": 0.0, "alloc_bytes": 0.0, "retained": 0.0, "max": 0,
-                                                      "inlined": None, "halves": [0.0, 0.0], "kept": 0.0})
+                                                      "inlined": None, "halves": [0.0, 0.0], "kept": 0.0, "held": 0})
+    # Counted over the site's whole life, at the end of the run (before any FLUSHALL): blocks still held.
+    at_end: dict[int, SiteCounters] = _rows(after, "sites")  # type: ignore[assignment]
     for index in {*deltas, *(kept or {})}:
         site = names.snapshot.sites[index]
         delta = deltas.get(index, {"allocs": 0.0, "alloc_bytes": 0.0})
         key = names.key(site)
         entry = grouped[key]
+        if (ended := at_end.get(index)) is not None:
+            entry["held"] += max(ended.allocs - ended.frees, 0)
         entry["allocs"] += delta["allocs"]
         entry["alloc_bytes"] += delta["alloc_bytes"]
         entry["retained"] += retained.get(index, 0.0)
@@ -293,6 +313,7 @@ def analyse(window: Window, requests: int, symbolizer: Symbolizer, bias: int = 0
             retained_halves=(entry["halves"][0] / max(halves[0], 1), entry["halves"][1] / max(halves[1], 1))
             if halves_retained is not None and halves is not None else None,
             kept_bytes_per_request=entry["kept"] * per_kept if kept is not None else None,
+            held_blocks=entry["held"],
         )
         for (function, file, line, layer, parent), entry in grouped.items()
         if entry["allocs"] > 0.5 or abs(entry["retained"]) > 0 or abs(entry["kept"]) >= 1
@@ -362,18 +383,32 @@ def is_growth(site: CallSite, total_kept: float) -> bool:
     return site.retained_halves is None or min(site.retained_halves) >= GROWTH_FLAG_BYTES / 2
 
 
+def keeps_blocks(site: CallSite) -> bool:
+    """The server keeps some of the site's blocks past their request: it still held some at the end of the run
+    (a block freed within its request is gone by then). Where that was not counted, from the bytes retained with
+    the run, which miss stored values that replace others (a new value freed the old one)."""
+    if site.held_blocks is not None:
+        return site.held_blocks >= 1
+    return site.retained_bytes_per_request > KEPT_SHARE * site.bytes_per_request
+
+
 def find_flags(sites: list[CallSite], per_request: PerRequest) -> list[Flag]:
     flags: list[Flag] = []
     small: dict[tuple, float] = defaultdict(float)
+    small_kept: set[tuple] = set()
     for site in sites:
         if site.nested_in is None and site.layer != ARENA and 0 < site.average_bytes < SMALL_BYTES:
             small[(site.function, site.file, site.line)] += site.allocs_per_request
+            if keeps_blocks(site):
+                small_kept.add((site.function, site.file, site.line))
         recurring = site.allocs_per_request >= LARGE_FLAG_PER_REQUEST
         if site.nested_in is None and site.max_bytes > LARGE_BYTES and recurring:
             flags.append(Flag("large", site.function, site.file, site.line, site.average_bytes, site.layer))
-    for (function, file, line), count in small.items():
+    for place, count in small.items():
         if count >= SMALL_FLAG_PER_REQUEST:
-            flags.append(Flag("small", function, file, line, count))
+            # What fits small blocks follows their lifetime: a stack buffer or the request's arena cannot hold
+            # what the server keeps.
+            flags.append(Flag("small", *place, count, lifetime=RETAINED if place in small_kept else TEMPORARY))
     keepers = [site for site in sites if (site.kept_bytes_per_request if site.kept_bytes_per_request is not None
                                           else site.retained_bytes_per_request) > 0]
     total_kept = sum(site.kept_bytes_per_request if site.kept_bytes_per_request is not None

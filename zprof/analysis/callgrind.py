@@ -15,7 +15,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from zprof.analysis.stacks import Frame, ProfileBuilder, StackProfile
-from zprof.analysis.symbols import display_path, is_std_file
+from zprof.analysis.symbols import display_path, is_dependency_file, is_std_file
 from zprof.builder.project import SourceRoots
 
 MAX_DEPTH = 64
@@ -103,7 +103,7 @@ def _frame(function: _Function) -> Frame:
     elif function.name.startswith("0x") or function.name == "(below main)":
         kind = "other"
     else:
-        kind = "project"
+        kind = "dependency" if is_dependency_file(path) else "project"
     return Frame(function.name, path, None, kind)
 
 

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from zprof.analysis.allocations import GROWTH_FLAG_BYTES, SiteNames, losses_of
-from zprof.analysis.symbols import Symbolizer, display_path, is_std_file
+from zprof.analysis.symbols import Symbolizer, display_path, is_library_file
 from zprof.collect.massif import MassifNode, MassifOutput
 from zprof.collect.shim_counters import ShimSnapshot
 from zprof.model.memory import (
@@ -315,7 +315,7 @@ def _verdicts(growth: Growth, leak: Leak, rss: RssReport, recording: Recording) 
 
 # massif's peak, by call site ----------------------------------------------------
 def _is_library_frame(node: MassifNode) -> bool:
-    return node.file is not None and (is_std_file(node.file) or node.file.endswith("/zprof_hooks.zig"))
+    return node.file is not None and (is_library_file(node.file) or node.file.endswith("/zprof_hooks.zig"))
 
 
 class _Names:
@@ -345,7 +345,7 @@ class _Names:
 
 
 def _charged(node: MassifNode, chain: list[MassifNode]) -> Iterator[tuple[MassifNode, list[MassifNode]]]:
-    """Each allocation path charged to its first frame outside Zig's std, as `attribute` does."""
+    """Each allocation path charged to its first frame outside Zig's std and the dependencies, as `attribute` does."""
     for child in node.children:
         if child.below_threshold is None and _is_library_frame(child) and child.children:
             yield from _charged(child, [*chain, child])

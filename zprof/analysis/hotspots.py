@@ -52,7 +52,9 @@ def summarise(profile: StackProfile, top: int = 10) -> ProfileSummary:
 
     kernel = share(lambda s: bool(s.stack) and profile.frames[s.stack[-1]].kind == "kernel")
     idle = share(lambda s: any(f.kind == "kernel" and f.name.startswith(_IDLE_MARKERS) for f in frames_of(s)))
-    unknown = share(lambda s: bool(s.stack) and any(f.name == UNKNOWN for f in frames_of(s)[:1]))
+    # An unresolved root alone is only where the frame-pointer chain ends, past `main.main` or a thread's
+    # entry: the stack from there on is whole. Unresolved frames inside it are a chain that broke.
+    unknown = share(lambda s: any(profile.frames[i].name == UNKNOWN for i in s.stack[1:]))
     notes = [Note("flame.unknown-frames", {"share": unknown})] if unknown > DWARF_SUGGESTION_SHARE else []
     shares = function_shares(profile)
     by_self = sorted((s for s in shares if s.self_weight), key=lambda s: (-s.self_weight, s.function))[:top]
@@ -61,14 +63,17 @@ def summarise(profile: StackProfile, top: int = 10) -> ProfileSummary:
 
 
 def share_changes(before: StackProfile, after: StackProfile, top: int = 15) -> list[ShareChange]:
-    """Functions whose total share moved most between two profiles."""
+    """Functions whose share moved most between two profiles: first by their own code's share (a change of
+    total share runs up through every caller to the thread's entry, whose total can move most of all when
+    the other threads' or the kernel's samples change), then by total share."""
     old = {s.function: s for s in function_shares(before)}
     new = {s.function: s for s in function_shares(after)}
+    nothing = FunctionShare("", None, None, "", 0, 0, 0.0, 0.0, False)
     changes = [
         ShareChange(name, (new.get(name) or old[name]).kind,
-                    old[name].total_share if name in old else 0.0,
-                    new[name].total_share if name in new else 0.0)
+                    old.get(name, nothing).total_share, new.get(name, nothing).total_share,
+                    old.get(name, nothing).self_share, new.get(name, nothing).self_share)
         for name in old.keys() | new.keys()
     ]
-    changes.sort(key=lambda change: (-abs(change.delta), change.function))
+    changes.sort(key=lambda change: (-abs(change.self_delta), -abs(change.delta), change.function))
     return changes[:top]

@@ -3,7 +3,7 @@
 Unlike stackcollapse-perf.pl, this keeps Zig's generic names whole (they
 contain spaces and parentheses: `array_list.Aligned(u8,null).appendSlice`),
 expands inlined frames from the target's DWARF, keeps kernel frames apart, and
-classifies every frame as the project's code, Zig std, libc or kernel.
+classifies every frame as the project's code, a dependency's, Zig std, libc or kernel.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from zprof.analysis.stacks import Frame, ProfileBuilder, StackProfile
-from zprof.analysis.symbols import SourceFrame, Symbolizer, is_std_file
+from zprof.analysis.symbols import SourceFrame, Symbolizer, source_kind
 
 UNKNOWN = "[unknown]"
 _HEADER = re.compile(r"^(?P<comm>.*?)\s+(?P<tid>\d+)\s+(?P<period>\d+)\s*$")
@@ -96,7 +96,7 @@ def classify(dso: str, file: str | None, in_target: bool) -> str:
     if _LIBC_DSO.search(dso):
         return "libc"
     if in_target:
-        return "std" if is_std_file(file) else "project"
+        return source_kind(file)
     return "other"
 
 

@@ -10,13 +10,16 @@ instead of inventing a number.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
-from zprof.analysis.stacks import StackProfile
+from zprof.analysis.allocations import keeps_blocks
+from zprof.analysis.stacks import Frame, StackProfile
 from zprof.model.allocs import AllocsRun, CallSite
-from zprof.model.bench import UNACCEPTABLE, BenchRun, CommandComparison
+from zprof.model.bench import TARGET, UNACCEPTABLE, BenchRun, CommandComparison
+from zprof.model.common import TargetInfo
 from zprof.model.flame import FlameRun
 from zprof.model.memory import MemoryRun
 from zprof.model.validate import Recommendation
@@ -28,8 +31,6 @@ REQUEST_SCOPED_LAYERS = ("arena", "fixed-buffer", "stack-fallback")
 PER_REQUEST = 0.5
 SMALL_BYTES = 64
 LARGE_BYTES = 1 << 20
-# A site keeps less than this share of what it allocates: temporary, freed within the request.
-TEMPORARY_SHARE = 0.01
 # A function scans when string compares are at least this much of its own work (samples where it is the
 # innermost project frame), with hashing under a quarter of the compares (a hash lookup compares too, once),
 # and that work is at least SCAN_SHARE of the samples in user space.
@@ -41,10 +42,14 @@ HOT_SHARE = 0.10
 # A recommendation explains a blocking figure when it is about an unacceptable command and bounds at
 # least this share of the CPU (percent): a smaller cost cannot be why the command is that slow.
 CRITICAL_PERCENT = 5.0
+# A command whose error replies reach this share of its requests under load fails the clients: critical.
+ERROR_CRITICAL_SHARE = 0.01
 # CPU of one core under which a server that is slower than Redis is waiting, not computing.
 IDLE_CPU_PERCENT = 50.0
 
 RULES = {
+    "release-build": "Measured in a Debug build",
+    "error-replies": "Requests answered with errors",
     "alloc-per-request": "An allocation per request, freed within the request",
     "small-allocs": "Several small allocations per request",
     "large-alloc": "A large allocation per request",
@@ -56,13 +61,42 @@ RULES = {
     "hot-function": "A function over 10% of the CPU",
 }
 
-# Leaf functions of a scan (string compares) and of a copy, as Zig 0.15's std and libc name them.
-_COMPARE_PREFIXES = ("mem.eql", "mem.indexOf", "mem.startsWith", "mem.endsWith", "mem.order", "mem.lessThan",
-                     "ascii.eqlIgnoreCase", "ascii.indexOfIgnoreCase", "ascii.startsWithIgnoreCase",
-                     "ascii.orderIgnoreCase", "ascii.toLower", "ascii.toUpper", "ascii.isUpper", "ascii.isLower",
-                     "memcmp", "bcmp", "__memcmp", "strcmp", "compiler_rt.memcmp")
+# Leaf functions of a scan: string equality or ordering, which a loop over a collection repeats per entry, as
+# Zig 0.15's std and libc name them (libc's without their leading underscores: __memcmp_avx2_movbe is memcmp's).
+_COMPARE_PREFIXES = ("mem.eql", "mem.startsWith", "mem.endsWith", "mem.order", "mem.lessThan",
+                     "ascii.eqlIgnoreCase", "ascii.startsWithIgnoreCase", "ascii.endsWithIgnoreCase",
+                     "ascii.orderIgnoreCase", "ascii.lessThanIgnoreCase", "ascii.toLower", "ascii.toUpper",
+                     "ascii.isUpper", "ascii.isLower", "memcmp", "bcmp", "strcmp", "strncmp", "strcasecmp",
+                     "strncasecmp", "compiler_rt.memcmp", "compiler_rt.bcmp")
+# A delimiter or substring search compares too (mem.indexOfPos calls mem.eql at every offset), but finds a place
+# in one buffer, not an entry in a collection: a sample with one of these between the project and the leaf is none.
+_SEARCH_PREFIXES = ("mem.indexOf", "mem.lastIndexOf", "mem.find", "mem.count", "mem.containsAtLeast", "mem.replace",
+                    "mem.split", "mem.tokenize", "mem.SplitIterator", "mem.SplitBackwardsIterator",
+                    "mem.TokenIterator", "mem.window", "mem.WindowIterator", "ascii.indexOfIgnoreCase",
+                    "memchr", "memrchr", "rawmemchr", "strchr", "strrchr", "strstr", "strcasestr", "memmem", "strtok",
+                    "strsep", "strpbrk", "strspn", "strcspn")
 _HASH_MARKER = "hash"
+# A hash table's lookup compares the key it probes for with the slot's: a compare under one of these frames is
+# the lookup's, not a scan's (with the hash function inlined into the lookup, no frame of its own says "hash").
+_HASH_TABLE_PREFIXES = ("hash_map.", "array_hash_map.", "static_string_map.")
 _COPY_MARKERS = ("memcpy", "memmove", "mem.copyForwards", "mem.copyBackwards")
+# An allocator's frames: Zig's std.heap (the GPA/DebugAllocator, page, arena, smp and C allocators) and Allocator
+# interface, zprof's shim (in std's directory), by their files; the C library's malloc, by its names. A sample
+# with one under a function is that function allocating or freeing, mmap and page faults under the allocator
+# included.
+_ALLOCATOR_FILES = ("std/heap/", "std/heap.zig", "std/mem/Allocator.zig", "std/zprof_hooks.zig")
+_MALLOC_PREFIXES = ("malloc", "calloc", "realloc", "free", "cfree", "int_malloc", "int_free", "int_realloc",
+                    "libc_malloc", "libc_calloc", "libc_realloc", "libc_free", "posix_memalign", "aligned_alloc",
+                    "memalign", "sysmalloc", "malloc_consolidate", "tcache")
+# A command's handler, as servers name it: the command (minikv's `commands.zadd`), or the command with one of
+# these before it (`cmdHset`, `handleZadd`, `execGet`, `doDel`) or after it (`zaddCommand`, `setCmd`, `getHandler`).
+_HANDLER_PREFIXES = ("cmd", "handle", "exec", "do")
+_HANDLER_SUFFIXES = ("command", "cmd", "handler")
+# A handler named for what it does takes the command from its module, in a file per command (minikv's DEBUG is
+# `debug.command`, not COMMAND's handler).
+_HANDLER_WORDS = frozenset((*_HANDLER_PREFIXES, *_HANDLER_SUFFIXES, "execute", "run"))
+# Zig's suffixes for a generic instance or a duplicated name: `zadd__anon_1234`, `set__5678`.
+_ZIG_INSTANCE = re.compile(r"__(?:anon_)?\d+$")
 
 SKETCHES = {
     "alloc-per-request": (
@@ -110,7 +144,8 @@ SKETCHES = {
 class FunctionCost:
     """A project function in a CPU profile, as shares of all samples: its own time, its time with what it
     calls, and its own work (samples where it is the innermost project frame, std and libc leaves included)
-    split into string compares, hashing and copies; and the commands whose handlers its samples pass through."""
+    split into string compares, hashing and copies; its time allocating and freeing (samples with an allocator's
+    frame under it); and the commands whose handlers its samples pass through."""
 
     function: str
     file: str | None
@@ -122,6 +157,7 @@ class FunctionCost:
     hash_share: float
     copy_share: float
     commands: tuple[str, ...]
+    alloc_share: float = 0.0
 
     def scans(self, user_share: float) -> bool:
         """Compares without the hashing of a hash lookup, a sizeable part of the user-space time."""
@@ -139,68 +175,161 @@ class ProfileCosts:
 
 
 def profile_costs(profile: StackProfile, command_names: Iterable[str]) -> ProfileCosts:
-    """The costs of every project function in `profile`."""
+    """The costs of every project function in `profile`, by name: a function inlined at several places has several
+    frames, and a sample counts once towards each name on its stack."""
     total = profile.total_weight or 1
-    handlers = {name.lower(): name for name in command_names}
-    weights: dict[str, dict[int, int]] = {kind: defaultdict(int) for kind in
-                                          ("self", "total", "own", "compare", "hash", "copy")}
-    commands: dict[int, set[str]] = defaultdict(set)
     frames = profile.frames
+    project = [frame.kind == "project" for frame in frames]
+    allocator = [_is_allocator(frame) for frame in frames]
+    handles = _handlers(frames, command_names)
+    weights: dict[str, dict[str, int]] = {part: defaultdict(int) for part in
+                                          ("self", "total", "own", "compare", "hash", "copy", "alloc")}
+    commands: dict[str, set[str]] = defaultdict(set)
     user = 0
     for sample in profile.samples:
-        if not sample.stack:
+        stack, weight = sample.stack, sample.weight
+        if not stack:
             continue
-        served = {handlers[name] for index in sample.stack
-                  if (name := frames[index].name.rsplit(".", 1)[-1].lower()) in handlers}
-        for index in set(sample.stack):
-            weights["total"][index] += sample.weight
-            commands[index] |= served
-        leaf = frames[sample.stack[-1]]
-        weights["self"][sample.stack[-1]] += sample.weight
-        user += sample.weight if leaf.kind != "kernel" else 0
-        innermost = next((index for index in reversed(sample.stack) if frames[index].kind == "project"), None)
+        leaf = frames[stack[-1]]
+        user += weight if leaf.kind != "kernel" else 0
+        if project[stack[-1]]:
+            weights["self"][leaf.name] += weight
+        # The outermost handler is the command's: what it calls may be named like another (HGET's Hash.get).
+        served = next((handles[index] for index in stack if index in handles), None)
+        for name in {frames[index].name for index in stack if project[index]}:
+            weights["total"][name] += weight
+            if served is not None:
+                commands[name].add(served)
+        outermost_allocator = next((depth for depth, index in enumerate(stack) if allocator[index]), None)
+        if outermost_allocator is not None:
+            for name in {frames[index].name for index in stack[:outermost_allocator] if project[index]}:
+                weights["alloc"][name] += weight
+        innermost = next((depth for depth in range(len(stack) - 1, -1, -1) if project[stack[depth]]), None)
         if innermost is None:
             continue
-        weights["own"][innermost] += sample.weight
-        if leaf.name.startswith(_COMPARE_PREFIXES):
-            weights["compare"][innermost] += sample.weight
-        elif _HASH_MARKER in leaf.name:
-            weights["hash"][innermost] += sample.weight
-        elif any(marker in leaf.name for marker in _COPY_MARKERS):
-            weights["copy"][innermost] += sample.weight
-    # A function inlined at several lines has several frames: its costs are added up by name.
-    by_name: dict[str, dict[str, float]] = {}
+        owner = frames[stack[innermost]].name
+        weights["own"][owner] += weight
+        work = _own_work(leaf, [frames[index] for index in stack[innermost + 1:]])
+        if work is not None:
+            weights[work][owner] += weight
     places: dict[str, tuple[str | None, int | None]] = {}
-    for index, frame in enumerate(frames):
-        if frame.kind != "project" or index not in weights["total"]:
-            continue
-        shares = by_name.setdefault(frame.name, defaultdict(float))
-        places.setdefault(frame.name, (frame.file, frame.line))
-        for kind, weight in weights.items():
-            if kind == "total":
-                shares[kind] = max(shares[kind], weight[index] / total)
-            else:
-                shares[kind] += weight[index] / total
-    names_commands: dict[str, set[str]] = defaultdict(set)
-    for index, frame in enumerate(frames):
-        if frame.kind == "project":
-            names_commands[frame.name] |= commands.get(index, set())
+    for frame in frames:
+        if frame.kind == "project" and frame.name in weights["total"]:
+            places.setdefault(frame.name, (frame.file, frame.line))
+
+    def share(part: str, name: str) -> float:
+        return weights[part].get(name, 0) / total
+
     return ProfileCosts(
-        {name: FunctionCost(name, *places[name], shares["self"], shares["total"], shares["own"], shares["compare"],
-                            shares["hash"], shares["copy"], tuple(sorted(names_commands[name])))
-         for name, shares in by_name.items()},
+        {name: FunctionCost(name, *places[name], share("self", name), share("total", name), share("own", name),
+                            share("compare", name), share("hash", name), share("copy", name),
+                            tuple(sorted(commands[name])), share("alloc", name))
+         for name in places},
         user / total)
+
+
+def _bare(name: str) -> str:
+    """A name without the leading underscores of libc's variants (__memcmp_avx2_movbe, _int_malloc)."""
+    return name.lstrip("_")
+
+
+def _own_work(leaf: Frame, library: list[Frame]) -> str | None:
+    """What a sample of a function's own work does: compare strings, hash or copy, from its leaf; `library` are
+    the std and libc frames between the function and the leaf."""
+    if any(_bare(frame.name).startswith(_SEARCH_PREFIXES) for frame in library):
+        return None
+    if any(frame.name.startswith(_HASH_TABLE_PREFIXES) for frame in library):
+        return "hash"
+    name = _bare(leaf.name)
+    if name.startswith(_COMPARE_PREFIXES):
+        return "compare"
+    if _HASH_MARKER in name:
+        return "hash"
+    if any(marker in name for marker in _COPY_MARKERS):
+        return "copy"
+    return None
+
+
+def _is_allocator(frame: Frame) -> bool:
+    if frame.kind == "std":
+        return bool(frame.file) and frame.file.startswith(_ALLOCATOR_FILES)  # type: ignore[union-attr]
+    return frame.kind in ("libc", "other") and _bare(frame.name).startswith(_MALLOC_PREFIXES)
+
+
+def handler_command(function: str, command_names: Iterable[str]) -> str | None:
+    """The command `function` handles, by its last name component (see _HANDLER_PREFIXES), or None."""
+    handlers = {name.lower(): name for name in command_names}
+    module, _, last = function.rpartition(".")
+    module, last = (_ZIG_INSTANCE.sub("", part).lower().replace("_", "") for part in (module.rsplit(".", 1)[-1], last))
+    if last in _HANDLER_WORDS and module in handlers:
+        return handlers[module]
+    candidates = {last, *(last[len(prefix):] for prefix in _HANDLER_PREFIXES if last.startswith(prefix)),
+                  *(last[:-len(suffix)] for suffix in _HANDLER_SUFFIXES if last.endswith(suffix))}
+    found = sorted(handlers[candidate] for candidate in candidates if candidate in handlers)
+    return found[0] if found else None
+
+
+def _handlers(frames: list[Frame], command_names: Iterable[str]) -> dict[int, str]:
+    """The project's frames that handle a command (never std's or a dependency's: HashMap.get is no GET)."""
+    names = list(command_names)
+    return {index: command for index, frame in enumerate(frames)
+            if frame.kind == "project" and (command := handler_command(frame.name, names)) is not None}
+
+
+@dataclass(frozen=True)
+class ErrorReplies:
+    """A command answered with errors under load, as one measurement counted them."""
+
+    command: str
+    source: str  # the measurement: "zprof allocs SET", "zprof memory", "zprof bench"
+    errors: int | None  # None: not counted (redis-benchmark stops at the first)
+    requests: int | None
+    first_error: str
+
+    @property
+    def share(self) -> float | None:
+        return self.errors / self.requests if self.errors is not None and self.requests else None
+
+    def text(self) -> str:
+        counted = (f"{self.errors:,} of {self.requests:,} requests ({self.share:.1%})" if self.share is not None
+                   else "stopped at the first error")
+        return f"{counted} in {self.source}"
 
 
 @dataclass(frozen=True)
 class Evidence:
-    """What the rules read: the validation's runs, and the profile's costs by function."""
+    """What the rules read: the validation's runs, the profile's costs by function, and the measurements
+    that ended because every request got an error reply (their runs are not kept)."""
 
     allocs: list[AllocsRun]
     flame: FlameRun | None
     costs: ProfileCosts
     memory: MemoryRun | None
     bench: BenchRun | None
+    failed_measurements: list[ErrorReplies] = field(default_factory=list)
+    # The share of CPU samples in the Debug allocator's stack capture (a Debug build's cost), when profiled.
+    debug_capture_share: float | None = None
+
+    @property
+    def target(self) -> TargetInfo | None:
+        return next((run.target for run in (*self.allocs, self.flame, self.memory, self.bench) if run is not None),
+                    None)
+
+    def error_replies(self) -> list[ErrorReplies]:
+        """Every count of error replies the target gave under load (Redis' own errors are not the target's)."""
+        found = list(self.failed_measurements)
+        found += [ErrorReplies(run.command, f"zprof allocs {run.command}", run.load.errors, run.requests,
+                               run.load.first_error or "") for run in self.allocs if run.load.errors]
+        if self.memory is not None and self.memory.load.errors:
+            load = self.memory.load
+            found.append(ErrorReplies(self.memory.command, "zprof memory", load.errors, load.requests,
+                                      load.first_error or ""))
+        if self.bench is not None:
+            found += [ErrorReplies(command.command, "zprof bench", failure.errors, failure.requests,
+                                   failure.first_error)
+                      for command in self.bench.commands
+                      if (failure := command.failure) is not None and failure.server == TARGET]
+        return found
 
     def command(self, name: str | None) -> CommandComparison | None:
         if self.bench is None or name is None:
@@ -217,26 +346,39 @@ class Evidence:
 
     def cpu_bound(self, function: str) -> tuple[str, float | None]:
         """The most removing `function`'s work can gain, from its share of the profile."""
+        return self._bound(function, lambda cost: cost.total_share, "was in", "its share of {samples} samples")
+
+    def alloc_bound(self, function: str) -> tuple[str, float | None]:
+        """The most removing `function`'s allocations can gain: the samples where it is allocating or freeing,
+        not all of its time (a 96 B block in a handler costs the allocator's share, not the handler's)."""
+        return self._bound(function, lambda cost: cost.alloc_share, "was allocating or freeing in",
+                           "the share of {samples} samples where it allocates or frees")
+
+    def _bound(self, function: str, share_of: Callable[[FunctionCost], float], absent: str,
+               measured: str) -> tuple[str, float | None]:
         if self.flame is None:
             return "not bounded: the CPU profile was not measured", None
         cost = self.costs.functions.get(function)
-        samples = self.flame.summary.total
-        if cost is None or cost.total_share == 0:
-            return (f"under the CPU profile's resolution: {function} was in none of its {samples:,} samples "
+        share = share_of(cost) if cost is not None else 0.0
+        samples = f"{self.flame.summary.total:,}"
+        if share == 0:
+            return (f"under the CPU profile's resolution: {function} {absent} none of its {samples} samples "
                     "under the mixed load"), 0.0
-        return (f"at most {cost.total_share:.1%} of the server's CPU under the mixed load (its share of "
-                f"{samples:,} samples)"), round(cost.total_share * 100, 2)
+        return (f"at most {share:.1%} of the server's CPU under the mixed load "
+                f"({measured.format(samples=samples)})"), round(share * 100, 2)
 
 
 def recommend(evidence: Evidence) -> list[Recommendation]:
     """Every rule over the evidence, most important first: critical ones, then by the size of their bound."""
-    found = [*_allocation_rules(evidence), *_profile_rules(evidence), *_io_rule(evidence), *_memory_rules(evidence)]
+    found = [*_build_rule(evidence), *_error_rule(evidence), *_allocation_rules(evidence),
+             *_profile_rules(evidence), *_io_rule(evidence), *_memory_rules(evidence)]
     unique: dict[tuple[str, str | None], Recommendation] = {}
     for recommendation in found:  # the first of a rule and function stands (the memory run's leak check first)
         unique.setdefault((recommendation.rule, recommendation.function), recommendation)
     impact_order = {"High": 0, "Medium": 1, "Low": 2}
-    return sorted(unique.values(), key=lambda r: (not r.critical, impact_order[r.impact], -(r.bound_percent or 0),
-                                                  r.rule, r.function or ""))
+    # A Debug build comes first: every other figure is that build's.
+    return sorted(unique.values(), key=lambda r: (r.rule != "release-build", not r.critical, impact_order[r.impact],
+                                                  -(r.bound_percent or 0), r.rule, r.function or ""))
 
 
 def _impact(share_percent: float | None, critical: bool, reason: str) -> tuple[str, str]:
@@ -257,8 +399,9 @@ def _allocation_rules(evidence: Evidence) -> list[Recommendation]:
     groups: dict[str, list[tuple[AllocsRun, CallSite]]] = defaultdict(list)
     for run in evidence.allocs:
         for site in _program_sites(run):
-            temporary = site.bytes_per_request > 0 and site.retained_bytes_per_request <= (
-                TEMPORARY_SHARE * site.bytes_per_request)
+            # A stored value that replaces another frees the old one, so its retained bytes can be nil: the blocks
+            # the site still held at the end of the run tell it from a temporary.
+            temporary = site.bytes_per_request > 0 and not keeps_blocks(site)
             if site.allocs_per_request >= PER_REQUEST and temporary:
                 groups[site.function].append((run, site))
     found: list[Recommendation] = []
@@ -267,7 +410,7 @@ def _allocation_rules(evidence: Evidence) -> list[Recommendation]:
         run, site = max(places, key=lambda place: (place[1].allocs_per_request, place[1].max_bytes))
         rule = _allocation_rule(site)
         commands = [place[0].command for place in places]
-        bound, percent = evidence.cpu_bound(function)
+        bound, percent = evidence.alloc_bound(function)
         blocking = next((name for name in commands if evidence.unacceptable(name)), None)
         critical = blocking is not None and (percent or 0) >= CRITICAL_PERCENT
         where = f"{function} ({site.layer})"
@@ -370,6 +513,62 @@ def _profile_rules(evidence: Evidence) -> list[Recommendation]:
                 fix="find what the function repeats per request and remove it, or move it off the request path",
                 function=cost.function, file=cost.file, line=cost.line, command=command,
                 bound_percent=round(cost.self_share * 100, 2)))
+    return found
+
+
+# The one line that gives a build.zig without an optimize option one (zig build -Doptimize=... then works).
+OPTIMIZE_LINE = ".optimize = b.standardOptimizeOption(.{}),"
+
+
+def _build_rule(evidence: Evidence) -> list[Recommendation]:
+    """A Debug build's CPU time and throughput are not a release build's: every figure but the allocation
+    counts judges the wrong build, so building in a release mode comes before any other change."""
+    target = evidence.target
+    if target is None or target.optimize != "Debug":
+        return []
+    chosen = target.optimize_source in (None, "requested")
+    fix = ("measure a release build: zprof validate --optimize ReleaseFast" if chosen else
+           f"give build.zig an optimize option, one line in the executable's module options: `{OPTIMIZE_LINE}` "
+           "(in place of a hard-coded `.optimize = .Debug`); zprof then builds it in ReleaseFast")
+    why = "as requested" if chosen else "its build.zig declares no optimize option"
+    seen = [f"the server was built in Debug ({why})"]
+    if evidence.debug_capture_share:
+        seen.append(f"{evidence.debug_capture_share:.1%} of the CPU samples are the Debug allocator capturing a stack "
+                    "trace for every allocation (debug.captureStackTrace, reading memory with process_vm_readv), "
+                    "which a release build's allocator does not do")
+    return [Recommendation(
+        rule="release-build", title=RULES["release-build"], critical=False, impact="High",
+        impact_reason="the CPU time and throughput measured are a Debug build's, not what would be committed",
+        difficulty="Low", evidence="; ".join(seen),
+        bound=("not bounded here: the release build was not measured (its CPU figures replace these)"
+               + (f"; the Debug allocator's stack capture alone is {evidence.debug_capture_share:.1%} of the CPU"
+                  if evidence.debug_capture_share else "")),
+        fix=fix, sketch=None if chosen else f"// build.zig: the executable's root module\n{OPTIMIZE_LINE}",
+        bound_percent=round(evidence.debug_capture_share * 100, 2) if evidence.debug_capture_share else None)]
+
+
+def _error_rule(evidence: Evidence) -> list[Recommendation]:
+    """A command the target answered with errors under load: zprof's requests are valid (each was sent once and
+    answered before the load), so errors under load are the server failing. Its severity follows the error share:
+    critical from ERROR_CRITICAL_SHARE on, or when a measurement ended on errors without counting them."""
+    by_command: dict[str, list[ErrorReplies]] = defaultdict(list)
+    for replies in evidence.error_replies():
+        by_command[replies.command].append(replies)
+    found: list[Recommendation] = []
+    for command, counts in by_command.items():
+        worst = max(counts, key=lambda replies: 1.0 if replies.share is None else replies.share)
+        critical = worst.share is None or worst.share >= ERROR_CRITICAL_SHARE
+        found.append(Recommendation(
+            rule="error-replies", title=f"{RULES['error-replies']}: {command}", critical=critical,
+            impact="High" if critical or worst.share >= ERROR_CRITICAL_SHARE / 10 else "Medium",
+            impact_reason=(f"{command} fails for the clients: " + (f"{worst.share:.1%} of its requests"
+                                                                   if worst.share is not None else "under load")),
+            difficulty="Medium",
+            evidence=f"{command} answered {worst.first_error!r} under load: " + "; ".join(c.text() for c in counts),
+            bound="not a speed-up: every request answered with an error is a request the server did not serve",
+            fix=("find why the server refuses valid requests under load (the first error names it); a store that "
+                 "fills up must make room or say so before it is offered as a Redis"),
+            command=command))
     return found
 
 

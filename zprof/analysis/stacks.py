@@ -12,8 +12,9 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 # What a frame belongs to, for colouring and for the "project function over
-# 10%" flag: the target's own code, Zig's std, the C library, the kernel.
-FRAME_KINDS = ("project", "std", "libc", "kernel", "other")
+# 10%" flag: the target's own code, the packages it depends on (Zig's package
+# cache), Zig's std, the C library, the kernel.
+FRAME_KINDS = ("project", "dependency", "std", "libc", "kernel", "other")
 
 
 @dataclass(frozen=True)

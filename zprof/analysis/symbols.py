@@ -15,6 +15,7 @@ import bisect
 import hashlib
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -73,6 +74,28 @@ def _within(addresses: list[int], lo: int, hi: int) -> list[int]:
 def is_std_file(path: str | None) -> bool:
     """Zig's std or compiler runtime, rather than the project's own code."""
     return bool(path) and display_path(path).startswith(tuple(f"{lib}/" for lib in _ZIG_LIBRARIES))  # type: ignore[arg-type]
+
+
+# A package in Zig's global cache (~/.cache/zig, $ZIG_GLOBAL_CACHE_DIR): `p/<hash>/`, the hash as Zig 0.14+
+# names it (`name-version-` and 44 base64url characters) or as Zig 0.11-0.13 did (a 1220 multihash in hex).
+_PACKAGE_DIR = re.compile(r"(?:^|/)p/(?:[^/]+-[A-Za-z0-9_-]{44}|1220[0-9a-f]{64})/")
+
+
+def is_dependency_file(path: str | None) -> bool:
+    """A file of a package the project depends on (build.zig.zon), which Zig fetched into its package cache."""
+    return bool(path) and _PACKAGE_DIR.search(path) is not None  # type: ignore[arg-type]
+
+
+def is_library_file(path: str | None) -> bool:
+    """Code the project calls but does not own: Zig's std and the packages it depends on."""
+    return is_std_file(path) or is_dependency_file(path)
+
+
+def source_kind(path: str | None) -> str:
+    """What code in the target's own binary belongs to: Zig's std, a dependency, or the project."""
+    if is_std_file(path):
+        return "std"
+    return "dependency" if is_dependency_file(path) else "project"
 
 
 class Symbolizer:

@@ -13,6 +13,7 @@ from zprof.commands.options import (
     measure_and_report,
     min_trial_seconds_option,
     output_options,
+    redis_persistence_option,
     target_options,
 )
 from zprof.errors import ZprofError
@@ -59,12 +60,14 @@ DEFAULT_WARMUP = 10_000
                    "(default: 10 times what the warm-up predicts, at least 30).")
 @click.option("--no-p999", "no_p999", is_flag=True,
               help="Skip the pass of zprof's driver after each redis-benchmark run that measures p99.9.")
+@redis_persistence_option
 @min_trial_seconds_option
 @output_options
 def bench_command(target: TargetOptions, tier: str, command_list: str | None, trials: int, requests: int,
                   warmup: int | None, clients: int, pipeline: int, keyspace: int, keys: int, redis_server: str | None,
                   target_binary: Path | None, deadline: float | None, subscribers: int, data_size: int,
-                  min_trial_seconds: float, no_p999: bool, output: Path | None, json_path: Path | None) -> None:
+                  min_trial_seconds: float, no_p999: bool, redis_persistence: str, output: Path | None,
+                  json_path: Path | None) -> None:
     """Compare the target with redis-server: throughput, latency, CPU and memory, with verdicts."""
     context = click.get_current_context()
     if command_list is not None and context.get_parameter_source("tier") is not ParameterSource.DEFAULT:
@@ -78,7 +81,7 @@ def bench_command(target: TargetOptions, tier: str, command_list: str | None, tr
         keyspace=keyspace, keys=keys, subscribers=subscribers, deadline=deadline,
         min_trial_seconds=min_trial_seconds, redis_server=redis_server, target_binary=target_binary,
         start_command_given=context.get_parameter_source("start_command") is not ParameterSource.DEFAULT,
-        p999_pass=not no_p999)
+        p999_pass=not no_p999, redis_persistence=redis_persistence)
     outputs = Outputs.prepare("bench", output, json_path)
     run = measure_and_report(lambda progress: run_bench(options, progress), outputs, make_console())
     if (failure := bench_failure(run)) is not None:

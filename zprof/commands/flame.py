@@ -80,5 +80,6 @@ def _diff(before_dir: Path, after_dir: Path, out_dir: Path, top: int) -> FlameDi
     svg = out_dir / "flame-diff.svg"
     svg.write_text(render_flame_svg(after, f"{after_dir.name} against {before_dir.name}", diff_baseline=before),
                    encoding="utf-8")
-    (out_dir / "changes.json").write_text(json.dumps([{**asdict(c), "delta": c.delta} for c in changes], indent=2))
+    rows = [{**asdict(change), "delta": change.delta, "self_delta": change.self_delta} for change in changes]
+    (out_dir / "changes.json").write_text(json.dumps(rows, indent=2))
     return FlameDiffRun(str(before_dir), str(after_dir), changes, str(svg))

@@ -99,6 +99,15 @@ def min_trial_seconds_option(command: Callable[..., Any]) -> Callable[..., Any]:
              "and no rate comes from a shorter run.")(command)
 
 
+def redis_persistence_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """`--redis-persistence`, for the commands that compare with Redis."""
+    return click.option(
+        "--redis-persistence", type=click.Choice(["off", "aof", "rdb"]), default="off", show_default=True,
+        help="How Redis persists while compared: off, its append-only file (aof, fsync once a second) or snapshots "
+             "(rdb). Use aof for a target that appends every write to a file: the report says when the target "
+             "wrote to disk.")(command)
+
+
 def output_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """`--output DIR` (the run's directory, holding run.json) and `--json FILE` (the run saved there too)."""
     command = click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False, path_type=Path),

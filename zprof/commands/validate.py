@@ -9,7 +9,7 @@ import click
 from rich.console import Console
 
 from zprof import artifact
-from zprof.commands.options import Outputs, output_options, target_options
+from zprof.commands.options import Outputs, output_options, redis_persistence_option, target_options
 from zprof.errors import EXIT_TARGET, ZprofError
 from zprof.files import write_text_atomically
 from zprof.load.workloads import TIERS
@@ -56,15 +56,16 @@ def command_names(tier: str | None, command_list: str | None, answered: list[str
 @click.option("--baseline", "baseline_name", default=None, metavar="NAME",
               help="The baseline for the regression check (default: the newest in .zprof/baselines/; none saved: "
                    "the check is skipped and the report says so).")
+@redis_persistence_option
 @output_options
 def validate_command(target: TargetOptions, tier: str | None, command_list: str | None, quick: bool,
-                     redis_server: str | None, baseline_name: str | None, output: Path | None,
-                     json_path: Path | None) -> int:
+                     redis_server: str | None, baseline_name: str | None, redis_persistence: str,
+                     output: Path | None, json_path: Path | None) -> int:
     """Profile allocations and hot paths, compare with Redis, check memory; recommend, and give a verdict."""
     if tier is not None and command_list is not None:
         raise ZprofError("pass --tier or --commands, not both")
     options = ValidateOptions(target, command_names(tier, command_list, target.config.commands), quick, redis_server,
-                              check_name(baseline_name) if baseline_name else None)
+                              check_name(baseline_name) if baseline_name else None, redis_persistence)
     outputs = Outputs.prepare("validate", output, json_path)
     console = make_console()
     try:

@@ -7,12 +7,12 @@ adapt instead.
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 
 from zprof.errors import ZprofError
 from zprof.load.driver import Workload
-from zprof.load.resp import ErrorReply, SyncClient
+from zprof.load.resp import SyncClient
+from zprof.load.support import Support, Unsupported, check
 from zprof.model.common import Note
 
 PROBE_TIMEOUT_S = 2.0
@@ -104,25 +104,18 @@ def probe(host: str, port: int, clients: int, pipeline: int, timeout: float = PR
     return capabilities
 
 
-def rejection(host: str, port: int, workload: Workload, timeout: float = PROBE_TIMEOUT_S) -> str | None:
-    """Sends the workload's request once: the server's error reply, or None when it took it."""
-    try:
-        with SyncClient(host, port, timeout) as client:
-            client.sock.sendall(workload.expand(random.Random(0)))
-            (reply,) = client.read(1)
-    except (OSError, TimeoutError, ConnectionError) as error:
-        raise ZprofError(f"the server did not answer one {workload.command}: {error}") from error
-    return reply.message if isinstance(reply, ErrorReply) else None
-
-
-def check_command(host: str, port: int, workload: Workload, timeout: float = PROBE_TIMEOUT_S) -> None:
-    """Send the command once; an error reply is bad input, not a measurement."""
-    refused = rejection(host, port, workload, timeout)
-    if refused is not None:
+def check_command(host: str, port: int, workload: Workload, timeout: float = PROBE_TIMEOUT_S) -> Support:
+    """Sends the command once and checks that the server does it (`zprof.load.support`); an error reply, or a
+    command the server only pretends to do, is bad input, not a measurement."""
+    support = check(host, port, workload, timeout)
+    if support.error is not None:
         raise ZprofError(
-            f"the server answers {' '.join(a.decode() for a in workload.args)!r} with an error: {refused}",
+            f"the server answers {' '.join(a.decode() for a in workload.args)!r} with an error: {support.error}",
             detail="Check the command name and its arguments (--args TEMPLATE).",
         )
+    if support.faked is not None:
+        raise Unsupported(support)
+    return support
 
 
 def dbsize(host: str, port: int, timeout: float = PROBE_TIMEOUT_S) -> int | None:
@@ -133,13 +126,3 @@ def dbsize(host: str, port: int, timeout: float = PROBE_TIMEOUT_S) -> int | None
     except (OSError, TimeoutError, ConnectionError):
         return None
     return reply if isinstance(reply, int) and not isinstance(reply, bool) else None
-
-
-def flushall(host: str, port: int, timeout: float = PROBE_TIMEOUT_S) -> str | None:
-    """Sends FLUSHALL; returns None when it succeeded, else why not (an error reply, no answer)."""
-    try:
-        with SyncClient(host, port, timeout) as client:
-            reply = client.call("FLUSHALL")
-    except (OSError, TimeoutError, ConnectionError) as error:
-        return f"no answer ({error or type(error).__name__})"
-    return reply.message if isinstance(reply, ErrorReply) else None

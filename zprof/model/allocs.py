@@ -62,6 +62,12 @@ class CallSite:
     # FLUSHALL of what the warm-up and the run added, per request of both (None without FLUSHALL).
     retained_halves: tuple[float, float] | None = None
     kept_bytes_per_request: float | None = None
+    # The site's blocks the server still held at the end of the run (allocations less frees since the shim
+    # attached): stored data or a leak, since a block freed within its request is gone by then. None: not counted.
+    held_blocks: int | None = None
+
+
+TEMPORARY, RETAINED = "temporary", "retained"
 
 
 @dataclass
@@ -73,6 +79,8 @@ class Flag:
     value: float
     # Per request: for small, allocations; for large, bytes each; for growth, bytes kept.
     layer: str | None = None
+    # For small: TEMPORARY (freed within the request) or RETAINED (the server keeps some); None in older runs.
+    lifetime: str | None = None
 
 
 @dataclass

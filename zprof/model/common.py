@@ -77,6 +77,10 @@ class Summary:
     n: int
 
 
+# An interval whose high end is more than this many times its low end is not printed.
+MEANINGFUL_SPAN = 4.0
+
+
 @dataclass(frozen=True)
 class RatioEstimate:
     """A ratio in percent (100 = equal), with its 95% confidence interval (None
@@ -85,6 +89,12 @@ class RatioEstimate:
     percent: float
     ci95: tuple[float, float] | None
     pairs: int
+
+    @property
+    def interval_says_something(self) -> bool:
+        """Whether the interval is narrow enough to print: from two pairs Student's t is 12.7, and a
+        pair-to-pair scatter of a few percent makes an interval like 0-32556754819% that tells nothing."""
+        return self.ci95 is not None and self.ci95[0] > 0 and self.ci95[1] / self.ci95[0] <= MEANINGFUL_SPAN
 
 
 @dataclass

@@ -38,12 +38,18 @@ class ProfileSummary:
 class ShareChange:
     function: str
     kind: str
-    before: float
+    before: float  # total share: the function and what it calls
     after: float
+    self_before: float = 0.0  # self share: the function's own code
+    self_after: float = 0.0
 
     @property
     def delta(self) -> float:
         return self.after - self.before
+
+    @property
+    def self_delta(self) -> float:
+        return self.self_after - self.self_before
 
 
 @dataclass

@@ -92,3 +92,5 @@ class ValidateRun:
     # The regression check against a saved baseline, or why it did not run (no baseline, ...).
     regress: RegressRun | None = None
     regression_missing: str | None = None
+    # The figures the verdict table left undecided (analysis.judgement): why the verdict is NOT JUDGED.
+    undecided: list[str] = field(default_factory=list)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from zprof.analysis.allocations import LARGE_BYTES, SMALL_BYTES
 from zprof.load.calibration import MIN_TRIAL_SECONDS
-from zprof.model.allocs import AllocationAnalysis, AllocsRun, Flag
+from zprof.model.allocs import RETAINED, TEMPORARY, AllocationAnalysis, AllocsRun, Flag
 from zprof.model.common import Loss
 from zprof.report.common import add_build_warnings, add_error_share, add_notes, add_title, short_path, where
 from zprof.report.document import Document, Span
@@ -20,8 +20,13 @@ def flag_sentence(flag: Flag) -> str:
     if flag.kind == "large":
         return f"allocations of {human_bytes(flag.value)} each (over {human_bytes(LARGE_BYTES)}) from {flag.layer}"
     if flag.kind == "small":
-        return (f"{flag.value:.1f} allocations under {SMALL_BYTES} B per request from the heap; an arena or a stack "
-                "buffer would avoid them")
+        heap = f"{flag.value:.1f} allocations under {SMALL_BYTES} B per request from the heap"
+        if flag.lifetime == TEMPORARY:
+            return f"{heap}, each freed within its request; a stack buffer or the request's arena would avoid them"
+        if flag.lifetime == RETAINED:
+            return (f"{heap} that the server keeps (stored data), each with the allocator's per-block overhead; "
+                    "fewer, tighter blocks per entry would cost less")
+        return heap
     return f"keeps {flag.value:.1f} B per request, in both halves of the run, that FLUSHALL did not give back"
 
 

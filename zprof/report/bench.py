@@ -40,6 +40,8 @@ def _percent(estimate: RatioEstimate | None) -> str:
 def _interval(estimate: RatioEstimate | None) -> str:
     if estimate is None or estimate.ci95 is None:
         return "-"
+    if not estimate.interval_says_something:
+        return f"too wide ({estimate.pairs} pairs)"
     low, high = estimate.ci95
     digits = 1 if high < 10 else 0  # "2.2-2.3%", not "2-2%"
     return f"{low:.{digits}f}-{high:.{digits}f}%"
@@ -132,6 +134,24 @@ def _throughput_table(document: Document, commands: list[CommandComparison], tar
         ])
     document.table("Throughput (req/s, median over trials)",
                    [(name, "left" if name in ("Command", "Status") else "right") for name in names], rows)
+    add_paired_ratio_note(document, commands)
+
+
+def add_paired_ratio_note(document: Document, commands: list[CommandComparison]) -> None:
+    """Where "% of Redis" is not the quotient of the columns beside it, why."""
+    differing = [command.command for command in commands if _quotient_differs(command)]
+    if differing:
+        document.paragraph(Span(
+            f"% of Redis ({', '.join(differing)}) is the geometric mean of each trial's ratio, the two servers of a "
+            "trial measured back to back, so a slow spell of the machine falls on both; it differs from the "
+            "quotient of the median columns, which pairs figures from different trials.", "dim"))
+
+
+def _quotient_differs(command: CommandComparison) -> bool:
+    """Whether the paired ratio and the columns' quotient would print differently (by a tenth of a point)."""
+    if command.throughput is None or command.target is None or command.redis is None or not command.redis.rps.median:
+        return False
+    return abs(100 * command.target.rps.median / command.redis.rps.median - command.throughput.percent) >= 0.1
 
 
 def _latency_table(document: Document, commands: list[CommandComparison], settings: BenchSettings) -> None:

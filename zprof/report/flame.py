@@ -42,10 +42,11 @@ def flame_document(run: FlameRun) -> Document:
 
 def flame_diff_document(run: FlameDiffRun) -> Document:
     document = Document(f"zprof flame --diff {run.before} {run.after}")
-    document.table("Functions whose share of samples moved most",
-                   [("before", "right"), ("after", "right"), ("change", "right"), ("kind", "left"),
-                    ("function", "left")],
-                   [[f"{change.before:.1%}", f"{change.after:.1%}",
+    document.table("Functions whose share of samples moved most (own code first, then with what they call)",
+                   [("own code", "right"), ("before", "right"), ("after", "right"), ("change", "right"),
+                    ("kind", "left"), ("function", "left")],
+                   [[Span(f"{change.self_delta * 100:+.1f} pts", "red" if change.self_delta > 0 else "green"),
+                     f"{change.before:.1%}", f"{change.after:.1%}",
                      Span(f"{change.delta * 100:+.1f} pts", "red" if change.delta > 0 else "green"), change.kind,
                      short_name(change.function)] for change in run.changes])
     document.paragraph(f"Differential flame graph: {run.svg} (red grew, blue shrank)")

@@ -14,6 +14,11 @@ def _names(values: list[str]) -> str:
     return ", ".join(values)
 
 
+def _unsupported(commands: dict[str, str]) -> str:
+    """{"MSET": "unsupported (answers +OK without doing it)"} as "MSET unsupported (answers +OK without doing it)"."""
+    return "; ".join(f"{command} {why}" for command, why in commands.items())
+
+
 def _lengthened(v: dict[str, Any]) -> str:
     runs = "; ".join(f"{command} on {server}: {requests:,}" for command, server, requests in v["runs"])
     return (f"trials start from {v['requests']:,} requests (--requests); where that would have lasted under "
@@ -58,11 +63,13 @@ _SENTENCES: dict[str, Callable[[dict[str, Any]], str]] = {
     "memory.phases-lengthened": lambda v: (f"Each load phase lasted {v['seconds']:g} s rather than {v['asked']:g} s "
                                            f"(--duration over {v['phases']} phases), so that none is shorter than "
                                            "--min-trial-seconds or two intervals."),
-    "flame.unknown-frames": lambda v: (f"{v['share']:.0%} of stacks end in [unknown] frames (code without frame "
-                                       "pointers); try --call-graph dwarf."),
-    "validate.quick": lambda v: ("--quick: fewer requests, two trials of at least 0.5 s per command and server, no "
-                                 "p99.9, shorter recordings and 10,000 keys: a first look; run without --quick "
-                                 "before a release."),
+    "flame.unknown-frames": lambda v: (f"{v['share']:.0%} of the samples have [unknown] frames inside their stack, "
+                                       "not only at its root (code without frame pointers breaks the chain); try "
+                                       "--call-graph dwarf."),
+    "validate.quick": lambda v: (f"--quick: fewer requests, {v.get('trials', 2)} trials of at least "
+                                 f"{v.get('seconds', 0.5):g} s per command and server, no p99.9, shorter recordings "
+                                 f"and {v.get('keys', 10_000):,} keys: a first look; run without --quick before a "
+                                 "release."),
     "flame.load-stopped": lambda v: f"The load stopped early: {v['reason']}",
     "flame.driver-for-errors": lambda v: (f"redis-benchmark stopped at an error reply from the server ({v['error']}); "
                                           "zprof's driver, which counts error replies and goes on, carried the load."),
@@ -128,6 +135,12 @@ _SENTENCES: dict[str, Callable[[dict[str, Any]], str]] = {
                                 "pass of zprof's driver for it."),
     "bench.no-config": lambda v: ("The target does not answer CONFIG GET, which redis-benchmark asks at start-up: "
                                   "it warns and runs on, so nothing is lost."),
+    "bench.target-persists": lambda v: (
+        f"The target wrote {v['bytes']:,} bytes to disk during its trials"
+        + (f" (files it keeps open for writing: {_names(v['files'])})" if v["files"] else "")
+        + (", while Redis ran without persistence (--save \"\" --appendonly no): its figures include work Redis "
+           "did not do. --redis-persistence aof runs Redis with its append-only file, like for like."
+           if v["redis"] == "off" else f"; Redis ran with its persistence on (--redis-persistence {v['redis']}).")),
     "bench.no-dbsize": lambda v: (f"The target does not answer DBSIZE: zprof could not check that it holds the "
                                   f"{v['keys']:,} keys it stored, so memory per key assumes it does."),
     "workload.dropped": lambda v: (f"The server rejects {', '.join(v['commands'])} (the first: {v['first_error']}); "
@@ -161,6 +174,21 @@ _SENTENCES: dict[str, Callable[[dict[str, Any]], str]] = {
                                                    "baseline)."),
     "bench.keys-lost": lambda v: (f"The {v['server']} reports {v['stored']:,} keys (DBSIZE) after {v['keys']:,} "
                                   "SETs of distinct keys, so zprof does not judge memory per key."),
+    # Commands a server answers without doing them (zprof.load.support): {"commands": {name: "unsupported (...)"}}.
+    "workload.unsupported": lambda v: (f"The server answers {_names(list(v['commands']))} without doing what the "
+                                       f"command does ({_unsupported(v['commands'])}); zprof left them out of the "
+                                       "workload."),
+    "bench.unsupported": lambda v: (f"Neither measured nor judged: {_unsupported(v['commands'])}. The target answers "
+                                    "these commands without doing them, so their figures would measure nothing."),
+    "bench.no-memory-per-key": lambda v: (f"Memory per key is not computed: {v['reason']}, and the figure rests on "
+                                          f"it (zprof stores {v['keys']:,} keys with SET or MSET and counts them with "
+                                          "DBSIZE)."),
+    "allocs.no-dbsize": lambda v: (f"Without DBSIZE ({v['reason']}), zprof did not count the keys the run added: "
+                                   "no retained bytes per new key."),
+    "memory.no-dbsize": lambda v: (f"Without DBSIZE ({v['reason']}), zprof did not count the keys each load phase "
+                                   "added: no bytes per new key."),
+    "memory.no-flushall": lambda v: (f"FLUSHALL is {v['reason']}: zprof left out the phase after FLUSHALL, so what "
+                                     "the load kept cannot be told from a leak, and there is no leak verdict."),
 }
 
 

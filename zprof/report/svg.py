@@ -38,6 +38,7 @@ MATCH_COLOUR = "rgb(230,0,230)"
 # lightness within the ranges, so two runs of the same program look alike.
 _PALETTES: dict[str, tuple[tuple[float, float], float, tuple[float, float]]] = {
     "project": ((4, 30), 0.85, (0.50, 0.62)),  # warm orange/red
+    "dependency": ((250, 275), 0.50, (0.62, 0.74)),  # violet: a package from build.zig.zon
     "std": ((40, 54), 0.90, (0.50, 0.62)),  # yellow/amber
     "libc": ((95, 130), 0.50, (0.45, 0.60)),  # green
     "kernel": ((185, 210), 0.60, (0.55, 0.70)),  # blue/aqua

@@ -28,6 +28,7 @@ from zprof.model.validate import (
     ValidateRun,
     VsRedis,
 )
+from zprof.report.bench import add_paired_ratio_note
 from zprof.report.common import add_notes, short_name
 from zprof.report.document import Document, Span
 from zprof.report.notes import sentence
@@ -38,9 +39,11 @@ MARKS = {OVERALL_EXCELLENT: "✅", OVERALL_ACCEPTABLE: "⚠️", EXCELLENT: "✅
          APPROVED: "✅", APPROVED_MINOR: "⚠️", NEEDS_WORK: "❌"}
 VERDICT_WORDS = {APPROVED: "PERFORMANCE APPROVED", APPROVED_MINOR: "APPROVED WITH MINOR REGRESSIONS",
                  NEEDS_WORK: "NEEDS WORK",
-                 NOT_JUDGED: "NOT JUDGED: no comparison with Redis was conclusive (see section 2)",
+                 NOT_JUDGED: "NOT JUDGED: figures the verdict needs were not conclusive (see section 2)",
                  NOT_MEASURED: "NOT MEASURED: the comparison with Redis did not run (see section 2)"}
 TOP_SITES = 5
+DEBUG_WORDS = ("Debug: the CPU time, throughput and latency here are a Debug build's, not representative of a "
+               "release build (allocation counts hold); see the first recommendation")
 TOP_FUNCTIONS = 5
 SUMMARY_RECOMMENDATIONS = 8
 
@@ -92,7 +95,9 @@ def _vs_redis_text(summary: VsRedis | None, run: ValidateRun, what: str) -> str:
               f"{summary.high_percent:g}%" if summary.commands > 1 else "the one command judged")
     if compared > summary.commands:
         judged += f"; {compared - summary.commands} not judged"
-    return f"{what} {summary.median_percent:g}% of Redis ({judged}; {_band(summary, run)}) {_mark(summary.level)}"
+    debug = ", a Debug build" if run.target.optimize == "Debug" else ""
+    return (f"{what} {summary.median_percent:g}% of Redis ({judged}; {_band(summary, run)}{debug}) "
+            f"{_mark(summary.level)}")
 
 
 def _failed_part(run: ValidateRun, name: str) -> Part | None:
@@ -120,6 +125,8 @@ def _summary(document: Document, run: ValidateRun) -> None:
     document.heading("Executive Summary", 1)
     critical = sum(r.critical for r in run.recommendations)
     document.paragraph("- ", Span("Overall Performance: ", "bold"), f"{run.overall} {_mark(run.overall)}".strip())
+    if run.target.optimize == "Debug":
+        document.paragraph("- ", Span("Build: ", "bold"), Span(DEBUG_WORDS, "bold yellow"))
     document.paragraph("- ", Span("vs Redis: ", "bold"), _vs_redis_text(run.throughput, run, "throughput"), "; ",
                        _vs_redis_text(run.p99, run, "p99 latency"))
     document.paragraph("- ", Span("Critical Issues: ", "bold"), str(critical))
@@ -196,8 +203,8 @@ def _hot_paths(document: Document, run: ValidateRun) -> None:
     document.table("Top functions by CPU time (self, outside the kernel)",
                    [("function", "left"), ("where", "left"), ("kind", "left"), ("self", "right"), ("total", "right"),
                     ("assessment", "left")], rows)
-    document.paragraph(f"Analysis: {summary.kernel_share:.1%} of the samples were in the kernel (system calls: "
-                       f"reading requests and writing replies), {summary.idle_share:.1%} switched out.")
+    document.paragraph(f"Analysis: {summary.kernel_share:.1%} of the samples were in the kernel (system calls and "
+                       f"page faults, all of them), {summary.idle_share:.1%} switched out.")
     for file in flame.files:
         if file.endswith("flame.svg"):
             document.picture("flame/flame.svg", "Flame graph under the mixed load")
@@ -263,6 +270,7 @@ def _comparison(document: Document, run: ValidateRun) -> None:
                    [[c.command, _rps(c, "redis"), _rps(c, "target"),
                      f"{c.throughput.percent:.1f}%" if c.throughput else "-", _status(c.throughput_status)]
                     for c in compared])
+    add_paired_ratio_note(document, compared)
     document.paragraph(_vs_redis_text(run.throughput, run, "Overall: throughput"))
     document.heading("Latency Results (p99 in ms)", 2)
     document.table("", [("Command", "left"), ("Redis p99", "right"), ("Target p99", "right"),
@@ -366,6 +374,8 @@ def _regression_text(run: ValidateRun) -> str:
 def _verdict(document: Document, run: ValidateRun) -> None:
     document.heading("5. Final Verdict", 1)
     document.paragraph(Span(f"{VERDICT_WORDS[run.verdict]} {_mark(run.verdict)}".strip(), "bold"))
+    if run.target.optimize == "Debug":
+        document.paragraph(Span(DEBUG_WORDS, "bold yellow"))
     memory = run.bench.memory if run.bench else None
     lines = [_vs_redis_text(run.throughput, run, "Throughput"), _vs_redis_text(run.p99, run, "Latency: p99"),
              (f"Memory: {memory.percent_of_redis:.1f}% of Redis per key ({_status(memory.status)})"
@@ -376,10 +386,17 @@ def _verdict(document: Document, run: ValidateRun) -> None:
     document.paragraph(Span("Action items:", "bold"))
     for number, item in enumerate(run.action_items, 1):
         document.paragraph(f"{number}. {item}")
+    _decision(document, run)
+    if run.verdict in (APPROVED, APPROVED_MINOR):
+        document.paragraph(Span("Ready for: Commit", "bold green"))
+
+
+def _decision(document: Document, run: ValidateRun) -> None:
+    """What decided the verdict: what blocks, or what was left undecided (analysis.judgement's table)."""
     if run.blockers:
         document.paragraph(Span("Blocked by: " + "; ".join(run.blockers), "bold red"))
-    elif run.verdict in (APPROVED, APPROVED_MINOR):
-        document.paragraph(Span("Ready for: Commit", "bold green"))
+    elif run.undecided:
+        document.paragraph(Span("Not judged: " + "; ".join(run.undecided), "magenta"))
 
 
 # Appendix -------------------------------------------------------------------------------
@@ -435,7 +452,6 @@ def validate_summary(run: ValidateRun, directory: str) -> Document:
     for part in run.parts:
         if part.error:
             document.paragraph(Span(f"{part.name} was not measured: {part.error}", "yellow"))
-    if run.blockers:
-        document.paragraph(Span("Blocked by: " + "; ".join(run.blockers), "bold red"))
+    _decision(document, run)
     document.paragraph(f"Report: {directory}/report.md, report.html, report.json")
     return document

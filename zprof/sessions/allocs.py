@@ -1,6 +1,7 @@
 """One `zprof allocs` measurement: the target built with the shim, warmed up, watched
 idle, then measured in two halves on keys its warm-up never made; the server left to
-settle, its keys counted, and FLUSHALL sent to see what stays."""
+settle, its keys counted, and FLUSHALL sent to see what stays (DBSIZE and FLUSHALL only
+where the server does them: `zprof.load.support`)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from zprof.analysis.allocations import Window, analyse
 from zprof.builder.shim import ENV_VAR
 from zprof.collect import process
 from zprof.collect.shim_counters import ShimCounters, create_counter_file
-from zprof.errors import EXIT_TARGET, PartialRun, ZprofError
+from zprof.errors import EXIT_TARGET, EveryRequestFailed, PartialRun, ZprofError
 from zprof.load.calibration import rate
 from zprof.load.driver import LoadError, LoadResult, LoadSession, Workload
 from zprof.model.allocs import AllocsRun, Keys, LoadInfo, MemoryGrowth
@@ -22,6 +23,7 @@ from zprof.progress import Reporter
 from zprof.server import HOST, Server
 from zprof.sessions.target import (
     STOP_GRACE_AFTER_MEASURING_S,
+    Probed,
     TargetOptions,
     build_target,
     probe_for,
@@ -74,18 +76,16 @@ def measure_allocs(options: AllocsOptions, progress: Reporter) -> AllocsRun:
         spec.before_start = lambda: create_counter_file(counters.path)  # a fresh file for a restart
         spec.stop_timeout = STOP_GRACE_AFTER_MEASURING_S  # the counters are read before the server stops
         with running(spec, run_dir, notes) as server:
-            probed = probe_for(server, [workload], options.clients, options.pipeline)
+            probed = probe_for(server, [workload], options.clients, options.pipeline, relied_on=("FLUSHALL", "DBSIZE"))
             notes.extend(probed.notes)
             clients, pipeline = probed.clients, probed.pipeline
-            measured = asyncio.run(_measure(server, counters, options, clients, pipeline, built.binary, progress))
+            measured = asyncio.run(_measure(server, counters, options, probed, built.binary, progress))
         counters.close()
 
     load = measured.load
     if load.requests and load.errors == load.requests:
-        raise ZprofError(
-            f"every one of the {load.requests:,} measured {workload.command} requests got an error reply, so "
-            f"their allocations are not the command's cost; the first: {load.first_error}",
-            detail="Check the request (--args) against what the server implements.", exit_code=EXIT_TARGET)
+        raise EveryRequestFailed(workload.command, load.requests, load.first_error,
+                                 "their allocations are not the command's cost")
     progress.status("Reading the call sites...")
     with built.symbolizer() as symbolizer:
         if not symbolizer.has_debug_info:
@@ -94,6 +94,8 @@ def measure_allocs(options: AllocsOptions, progress: Reporter) -> AllocsRun:
                            measured.keys, options.warmup)
     if measured.flush_error is not None:
         notes.append(Note("allocs.no-flushall", {"reason": measured.flush_error}))
+    if (uncounted := probed.without("DBSIZE")) is not None:
+        notes.append(Note("allocs.no-dbsize", {"reason": uncounted}))
     run = AllocsRun(
         command=workload.command,
         args=[arg.decode() for arg in workload.args],
@@ -122,10 +124,12 @@ def _rounded(value: float | None) -> float | None:
     return round(value, 1) if value is not None else None
 
 
-async def _measure(server: Server, counters: ShimCounters, options: AllocsOptions, clients: int, pipeline: int,
+async def _measure(server: Server, counters: ShimCounters, options: AllocsOptions, probed: Probed,
                    binary: Path, progress: Reporter) -> _Measurement:
-    """All on one set of connections, so that neither connection set-up nor teardown lands in a window."""
-    session = LoadSession(HOST, server.port, clients)
+    """All on one set of connections, so that neither connection set-up nor teardown lands in a window. Keys
+    are counted where the server does DBSIZE, and what stays is seen where it does FLUSHALL (`probed`)."""
+    pipeline = probed.pipeline
+    session = LoadSession(HOST, server.port, probed.clients)
     await session.connect()
     workload, requests, warmup = options.workload, options.requests, options.warmup
     error: ZprofError | None = None
@@ -154,7 +158,8 @@ async def _measure(server: Server, counters: ShimCounters, options: AllocsOption
         await asyncio.sleep(idle_seconds)
         idle_after = counters.snapshot()
 
-        keys_before = await session.key_count()
+        counts_keys = probed.supports("DBSIZE")
+        keys_before = await session.key_count() if counts_keys else None
         rss_before = _rss(server)
         measured = workload.with_key_range(1)
         progress.status(f"{workload.command} x {requests:,}")
@@ -175,12 +180,15 @@ async def _measure(server: Server, counters: ShimCounters, options: AllocsOption
         rss_after = _rss(server)
         flushed, keys, flush_error = None, None, "the run was cut short"
         if error is None:
-            keys_after = await session.key_count()
+            keys_after = await session.key_count() if counts_keys else None
             keys = Keys(keys_before, keys_after) if keys_before is not None and keys_after is not None else None
-            try:
-                flush_error = await session.flushall()
-            except LoadError as failure:
-                flush_error = str(failure)
+            # A FLUSHALL the server rejects or fakes is not sent: nothing it "gave back" would mean anything.
+            flush_error = probed.without("FLUSHALL")
+            if flush_error is None:
+                try:
+                    flush_error = await session.flushall()
+                except LoadError as failure:
+                    flush_error = str(failure)
             flushed = counters.settled_snapshot() if flush_error is None else None
     finally:
         await session.close()

@@ -17,7 +17,6 @@ for both servers), and PUBLISH to N subscribers, whose deliveries are counted.
 from __future__ import annotations
 
 import contextlib
-import random
 import re
 import shutil
 import subprocess
@@ -32,11 +31,12 @@ from zprof.analysis.verdicts import (
     load_thresholds,
     overall_verdict,
 )
+from zprof.collect.disk import DiskWrites, disk_writes, written_between
 from zprof.collect.machine import CpuMeter, load_average, machine_info, tree_rss_bytes
 from zprof.errors import EXIT_TARGET, PartialRun, ZprofError
 from zprof.load.calibration import MAX_LENGTHENINGS, MIN_TRIAL_SECONDS, long_enough, requests_for
 from zprof.load.driver import LoadError, LoadResult, Workload, drive
-from zprof.load.probe import PROBE_TIMEOUT_S, Capabilities, dbsize, probe, rejection
+from zprof.load.probe import Capabilities, dbsize, probe
 from zprof.load.pubsub import SubscribeRefused, Subscribers
 from zprof.load.redis_benchmark import (
     BenchmarkFailed,
@@ -45,13 +45,14 @@ from zprof.load.redis_benchmark import (
     redis_benchmark_path,
     run_benchmark_csv,
 )
-from zprof.load.resp import SyncClient
+from zprof.load.support import UNSUPPORTED_DETAIL, Support, check
 from zprof.load.workloads import (
     CONFIG_GET,
     KEY_TEMPLATE,
     MIX,
     MSET_BATCH,
     PUBLISH,
+    TEMPLATES,
     MixWorkload,
     NumberedKeys,
     describe,
@@ -139,14 +140,14 @@ def plan_load(capabilities: Capabilities, clients: int, pipeline: int, requests:
 
 
 def check_config_get(port: int, plan: LoadPlan) -> tuple[LoadPlan, list[Note]]:
-    """redis-benchmark asks CONFIG GET first: an error reply it shrugs off, but it waits for an answer
-    forever, so a server that never answers gets zprof's driver."""
+    """redis-benchmark asks CONFIG GET first: an error reply (or a reply that is not its settings) it shrugs
+    off, but it waits for an answer forever, so a server that never answers gets zprof's driver."""
     try:
-        refused = rejection(HOST, port, CONFIG_GET)
+        found = check(HOST, port, CONFIG_GET)
     except ZprofError:
         return replace(plan, tool=DRIVER), [Note("bench.config-unanswered", {"clients": plan.clients,
                                                                             "pipeline": plan.pipeline})]
-    return plan, [Note("bench.no-config")] if refused is not None else []
+    return plan, [Note("bench.no-config")] if not found.supported else []
 
 
 def load_limitations(plan: LoadPlan, commands: list[str]) -> list[Note]:
@@ -174,24 +175,51 @@ def crash_error(server: Server, side: Side, what: str) -> ZprofError:
     return ZprofError(f"{side.label}: {crash.message}", detail=crash.detail, exit_code=crash.exit_code)
 
 
-def _accepts_mset(port: int) -> bool:
-    """Whether the server stores keys with MSET: two of the keys the load makes first, made again after."""
-    request = NumberedKeys.from_template(KEY_TEMPLATE)
-    try:
-        with SyncClient(HOST, port, PROBE_TIMEOUT_S) as client:
-            client.sock.sendall(replace(request, per_request=2).expand(random.Random(0)))
-            (reply,) = client.read(1)
-    except (OSError, TimeoutError, ConnectionError):
-        return False
-    return reply == "OK"
+@dataclass(frozen=True)
+class TargetSupport:
+    """What the target does of the commands to compare, and of those memory per key rests on
+    (`zprof.load.support`). A command it fakes is neither measured nor judged."""
+
+    support: dict[str, Support]
+    workloads: list[Workload]  # those it does not fake, in the order asked
+    unsupported: dict[str, str]  # command: "unsupported (answers +OK without doing it)"
+    keys_per_request: int  # of the memory load: MSET_BATCH where the target does MSET, else 1 (SET)
+    no_memory_per_key: str | None  # why memory per key is not computed, or None
 
 
-def load_keys(server: Server, side: Side, keys: int, plan: LoadPlan, rss_empty: int | None,
-              progress: Reporter) -> MemoryRecord:
-    """Stores `keys` distinct keys through zprof's driver, MSET_BATCH to a request where the server takes
-    MSET, pipelined as the plan allows, and reads the RSS."""
+# What the memory load writes (SET or MSET) and reads back (DBSIZE): memory per key rests on them.
+MEMORY_LOAD_COMMANDS = ("SET", "MSET", "DBSIZE")
+
+
+def target_support(port: int, workloads: list[Workload], keys: int) -> TargetSupport:
+    """Checks every command once: those of the workloads (MIX's parts for MIX), and with `keys`, those
+    of the memory load. MIX is unsupported when a command it mixes in is."""
+    requests = {part.command: part for workload in workloads
+                for part in (workload.parts if isinstance(workload, MixWorkload) else (workload,))}
+    if keys:
+        requests.update({name: Workload.from_template(TEMPLATES[name]) for name in MEMORY_LOAD_COMMANDS
+                         if name not in requests})
+    support = {name: check(HOST, port, request) for name, request in requests.items()}
+    unsupported: dict[str, str] = {}
+    for workload in workloads:
+        parts = workload.parts if isinstance(workload, MixWorkload) else (workload,)
+        faked = [part.command for part in parts if support[part.command].faked is not None]
+        if faked == [workload.command]:
+            unsupported[workload.command] = support[workload.command].unsupported  # type: ignore[assignment]
+        elif faked:
+            unsupported[workload.command] = f"unsupported (it mixes in {', '.join(faked)}, which the server fakes)"
+    kept = [workload for workload in workloads if workload.command not in unsupported]
+    no_memory_per_key = next((f"{name} is {support[name].unsupported}" for name in ("SET", "DBSIZE")
+                              if keys and support[name].faked is not None), None)
+    per_request = MSET_BATCH if keys and support["MSET"].supported else 1
+    return TargetSupport(support, kept, unsupported, per_request, no_memory_per_key)
+
+
+def load_keys(server: Server, side: Side, keys: int, plan: LoadPlan, rss_empty: int | None, progress: Reporter,
+              per_request: int = MSET_BATCH, count: bool = True) -> MemoryRecord:
+    """Stores `keys` distinct keys through zprof's driver, `per_request` to a request (MSET when above 1),
+    pipelined as the plan allows, and reads the RSS; and the keys the server holds, by DBSIZE, with `count`."""
     started = time.monotonic()
-    per_request = MSET_BATCH if _accepts_mset(server.port) else 1
     workload = replace(NumberedKeys.from_template(KEY_TEMPLATE), per_request=per_request, limit=keys)
     requests = -(-keys // per_request)
     done = 0
@@ -208,7 +236,7 @@ def load_keys(server: Server, side: Side, keys: int, plan: LoadPlan, rss_empty: 
             raise crash_error(server, side, f"crashed while zprof loaded {keys:,} keys") from failure
         return MemoryRecord(keys, rss_empty, None, None, time.monotonic() - started, failure.result.errors or 1,
                             f"{failure} after {failure.result.requests:,} SETs")
-    return MemoryRecord(keys, rss_empty, tree_rss_bytes(server.pid), dbsize(HOST, server.port),
+    return MemoryRecord(keys, rss_empty, tree_rss_bytes(server.pid), dbsize(HOST, server.port) if count else None,
                         round(time.monotonic() - started, 3), result.errors, result.first_error)
 
 
@@ -245,6 +273,9 @@ class AlternatingTrials:
         self.limitations: list[Note] = []
         # Requests per measured run, by (server, command), once calibrated to last min_trial_seconds.
         self.calibrated: dict[tuple[str, str], int] = {}
+        # What the target wrote to disk over its trials (warm-ups included): a target that persists does work a
+        # Redis run without persistence does not.
+        self.target_writes = DiskWrites(0, ())
 
     def run(self) -> None:
         """A redis-benchmark run past its deadline restarts all trials with zprof's driver, for both
@@ -258,6 +289,7 @@ class AlternatingTrials:
             self.records.clear()
             self.failures.clear()
             self.calibrated.clear()
+            self.target_writes = DiskWrites(0, ())
             self._all_trials()
         if note := self.lengthened_note():
             self.limitations.append(note)
@@ -284,11 +316,16 @@ class AlternatingTrials:
         for trial in range(1, self.trials + 1):
             for side in self.order(trial):
                 with side.server() as server:
+                    before = disk_writes(server.pid) if side.name == TARGET else None
                     for workload in self.workloads:
                         if workload.command not in self.failures:
                             self._one_command(server, side, trial, workload)
                         done += 1
                         self.progress.count(done, total)
+                    if before is not None:
+                        written = written_between(before, disk_writes(server.pid))
+                        self.target_writes = DiskWrites(self.target_writes.bytes + written.bytes,
+                                                        tuple(sorted({*self.target_writes.files, *written.files})))
 
     def _one_command(self, server: Server, side: Side, trial: int, workload: Workload) -> None:
         where = f"trial {trial}/{self.trials}, {side.label}, {workload.command}"
@@ -436,6 +473,13 @@ class AlternatingTrials:
 # No persistence, loopback only; its `dir` stays the default, the working
 # directory, which Server makes private and removes afterwards.
 REDIS_START_COMMAND = '{binary} --port {port} --bind 127.0.0.1 --save "" --appendonly no'
+# How Redis persists (--redis-persistence): off by default; like for like with a target that persists. AOF with
+# Redis' default fsync policy (once a second), RDB with a snapshot after 1,000 writes in a minute.
+REDIS_PERSISTENCE = {
+    "off": REDIS_START_COMMAND,
+    "aof": '{binary} --port {port} --bind 127.0.0.1 --save "" --appendonly yes --appendfsync everysec',
+    "rdb": '{binary} --port {port} --bind 127.0.0.1 --save "60 1000" --appendonly no',
+}
 VERSION_TIMEOUT_S = 10
 
 
@@ -458,6 +502,7 @@ class BenchOptions:
     # Whether --start-command was given: a redis-server as the target otherwise starts like the reference.
     start_command_given: bool = False
     p999_pass: bool = True  # see LoadPlan
+    redis_persistence: str = "off"  # a key of REDIS_PERSISTENCE
 
 
 def reference_server(explicit: str | None) -> tuple[Path, str]:
@@ -506,16 +551,45 @@ class _Measured:
     notes: list[Note]
     memory: dict[str, MemoryRecord | None]
     runner: AlternatingTrials | None
+    workloads: list[Workload]  # those compared: the target fakes none of them
     error: ZprofError | None = None  # a crash after the plan was made: the report shows what came before
 
 
+def _check_target(target: Side, options: BenchOptions, progress: Reporter) -> TargetSupport:
+    """Which commands the target does, on a start of its own: the checks write keys, which must not be in the
+    server whose memory is measured. Exit 2 when it fakes every command asked for."""
+    with target.server() as server:
+        progress.status("Checking which commands the target does...")
+        try:
+            found = target_support(server.port, options.workloads, options.keys)
+        except ZprofError as error:
+            if server.exited_within(0.5):
+                raise crash_error(server, target, f"crashed while zprof checked its commands ({error.message})") \
+                    from error
+            raise
+    if not found.workloads:
+        raise ZprofError("nothing to compare: the target fakes every command asked for ("
+                         + "; ".join(f"{command} is {why}" for command, why in found.unsupported.items()) + ")",
+                         detail=UNSUPPORTED_DETAIL)
+    return found
+
+
+def _support_notes(found: TargetSupport, keys: int) -> list[Note]:
+    notes = [Note("bench.unsupported", {"commands": found.unsupported})] if found.unsupported else []
+    if found.no_memory_per_key is not None:
+        notes.append(Note("bench.no-memory-per-key", {"keys": keys, "reason": found.no_memory_per_key}))
+    return notes
+
+
 def _measure(sides: tuple[Side, Side], options: BenchOptions, run_dir: Path, progress: Reporter) -> _Measured:
-    """Probe the target and plan the load, compare memory on fresh servers, then run the trials."""
+    """Check which commands the target does, probe it and plan the load, compare memory on fresh servers,
+    then run the trials."""
     for side in sides:
         side.run_dir.mkdir()
     target, redis = sides
     measured: _Measured | None = None
-    keys = options.keys
+    found = _check_target(target, options, progress)
+    keys = options.keys if found.no_memory_per_key is None else 0
     try:
         with target.server() as server:
             rss_empty = tree_rss_bytes(server.pid)
@@ -529,17 +603,19 @@ def _measure(sides: tuple[Side, Side], options: BenchOptions, run_dir: Path, pro
             if plan.tool == BENCHMARK:
                 plan, config_notes = check_config_get(server.port, plan)
                 notes.extend(config_notes)
-            measured = _Measured(plan, notes, {TARGET: None, REDIS: None}, None)
+            notes += _support_notes(found, options.keys)
+            measured = _Measured(plan, notes, {TARGET: None, REDIS: None}, None, found.workloads)
             if keys:
                 progress.status(f"Loading {keys:,} keys into {target.label}...")
-                measured.memory[TARGET] = load_keys(server, target, keys, plan, rss_empty, progress)
+                measured.memory[TARGET] = load_keys(server, target, keys, plan, rss_empty, progress,
+                                                    found.keys_per_request, found.support["DBSIZE"].supported)
                 if measured.memory[TARGET].keys_stored is None:
                     measured.notes.append(Note("bench.no-dbsize", {"keys": keys}))
         if keys:
             with redis.server() as server:
                 progress.status(f"Loading {keys:,} keys into {redis.label}...")
                 measured.memory[REDIS] = load_keys(server, redis, keys, plan, tree_rss_bytes(server.pid), progress)
-        measured.runner = AlternatingTrials(sides, options.workloads, plan, options.trials, run_dir, progress,
+        measured.runner = AlternatingTrials(sides, found.workloads, plan, options.trials, run_dir, progress,
                                             options.subscribers, options.min_trial_seconds)
         measured.runner.run()
     except ZprofError as failure:
@@ -555,10 +631,9 @@ def run_bench(options: BenchOptions, progress: Reporter) -> BenchRun:
     thresholds = load_thresholds(Path(options.target.project))
     target_info, target_options = _target(options, progress)
     target_spec = server_spec(target_options, Path(target_info.binary), {})
-    redis_spec = ServerSpec(binary=redis_binary, start_command=REDIS_START_COMMAND,
+    redis_spec = ServerSpec(binary=redis_binary, start_command=REDIS_PERSISTENCE[options.redis_persistence],
                             ready_timeout=target_options.ready_timeout)
     machine = machine_info()
-    workloads = options.workloads
     with run_directory("bench") as run_dir:
         sides = (Side(TARGET, target_info.name, target_spec, run_dir / TARGET),
                  Side(REDIS, "redis", redis_spec, run_dir / REDIS))
@@ -567,6 +642,8 @@ def run_bench(options: BenchOptions, progress: Reporter) -> BenchRun:
     runner, memory = measured.runner, measured.memory
     records = runner.records if runner else []
     failures = runner.failures if runner else {}
+    # A command the target fakes is neither measured nor judged: the run's `bench.unsupported` note says why.
+    workloads = measured.workloads
     comparisons = [
         compare_command(workload.command, describe(workload),
                         [record for record in records if record.command == workload.command],
@@ -579,9 +656,10 @@ def run_bench(options: BenchOptions, progress: Reporter) -> BenchRun:
     plan = runner.plan if runner else measured.plan
     error = measured.error
     verdict, conclusive = overall_verdict(comparisons, memory_comparison)
+    persisted = persistence_note(runner.target_writes, options.redis_persistence) if runner else None
     run = BenchRun(
         target=target_info,
-        reference=ReferenceServer(str(redis_binary), redis_version, REDIS_START_COMMAND),
+        reference=ReferenceServer(str(redis_binary), redis_version, redis_spec.start_command),
         settings=BenchSettings(commands=names, trials=options.trials, requests=options.requests,
                                warmup_requests=options.warmup, clients=plan.clients, pipeline=plan.pipeline,
                                keyspace=options.keyspace, keys=options.keys, tool=plan.tool, load=plan.description,
@@ -591,7 +669,9 @@ def run_bench(options: BenchOptions, progress: Reporter) -> BenchRun:
         commands=comparisons,
         memory=memory_comparison,
         limitations=([note for side in sides if (note := side.start_note())] + measured.notes
-                     + (runner.limitations if runner else []) + load_limitations(plan, names)
+                     + (runner.limitations if runner else [])
+                     + ([persisted] if persisted else [])
+                     + load_limitations(plan, names)
                      + comparison_limitations(comparisons, memory_comparison, thresholds, options.trials)),
         machine=machine,
         load_average_after=load_average(),
@@ -605,6 +685,16 @@ def run_bench(options: BenchOptions, progress: Reporter) -> BenchRun:
     if error is not None:
         raise PartialRun(error, run)
     return run
+
+
+def persistence_note(written: DiskWrites, redis_persistence: str) -> Note | None:
+    """What the target wrote to disk during its trials, said beside how Redis ran: a target that appends every
+    write to a file does work a Redis without persistence does not."""
+    if not written.bytes and not written.files:
+        return None
+    # Each start has a working directory of its own: the same file, by name, in each.
+    files = sorted({Path(name).name for name in written.files})
+    return Note("bench.target-persists", {"bytes": written.bytes, "files": files, "redis": redis_persistence})
 
 
 def bench_failure(run: BenchRun) -> ZprofError | None:

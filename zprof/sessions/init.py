@@ -2,13 +2,13 @@
 
 The project is built as the other commands build it; then zprof finds how the server
 takes its port (a `--port` flag, or a fixed port it listens on), probes concurrency and
-pipelining, and sends one request of each command of Redis' tiers 1-3, and of the
-commands zprof itself relies on, to see which the server answers.
+pipelining, and checks each command of Redis' tiers 1-3, and of the commands zprof
+itself relies on: which the server does (`zprof.load.support`), which it rejects, and which
+it only pretends to do.
 """
 
 from __future__ import annotations
 
-import random
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,15 +18,18 @@ from zprof.builder.build import REQUESTED
 from zprof.errors import ZprofError
 from zprof.load.driver import Workload
 from zprof.load.probe import PROBE_TIMEOUT_S, probe
-from zprof.load.resp import ErrorReply, SyncClient
-from zprof.load.workloads import CONFIG_GET, MIX, TEMPLATES, TIERS, bench_workload
+from zprof.load.resp import SyncClient
+from zprof.load.support import NOT_CHECKED, ZPROF_OWN, Support, check
+from zprof.load.workloads import MIX, TIERS, bench_workload
 from zprof.progress import Reporter
 from zprof.server import HOST, Server, ServerSpec, Starts, free_port, fresh_server
 from zprof.sessions.target import Built, TargetOptions, build_target, run_directory, server_spec
 
-# What zprof's commands send besides the workload, and what each is for.
-ZPROF_RELIES_ON = {"FLUSHALL": "memory's give-back phase", "DBSIZE": "new keys, and bench's key check",
-                   "CONFIG GET": "redis-benchmark's start-up", "INFO": "nothing yet"}
+# What zprof does without a command it relies on (its own, or MSET for bench's memory load) when the server
+# fakes it (zprof.load.support).
+WITHOUT_IT = {"FLUSHALL": "no leak check in memory, no bytes kept after FLUSHALL in allocs",
+              "DBSIZE": "no count of new keys, no memory per key in bench",
+              "MSET": "bench's memory load uses SET", "CONFIG GET": "redis-benchmark warns at start-up"}
 # How long a server that ignored --port may take to open its own port.
 LISTEN_WAIT_S = 3.0
 
@@ -43,10 +46,13 @@ class Found:
     concurrent_clients: bool
     pipelining: bool
     binds: str | None
-    answers: list[str] = field(default_factory=list)  # tier 1-3 commands that worked
+    answers: list[str] = field(default_factory=list)  # tier 1-3 commands the server does
     rejects: dict[str, str] = field(default_factory=dict)  # command: the first error
-    relied_on: dict[str, bool] = field(default_factory=dict)  # FLUSHALL, DBSIZE...: answered
+    relied_on: dict[str, bool] = field(default_factory=dict)  # FLUSHALL, DBSIZE...: done
     start_crashes: int = 0
+    # Commands, of the tiers or zprof's own, the server answers without doing: command, "answers +OK without
+    # doing it" (zprof.load.support).
+    unsupported: dict[str, str] = field(default_factory=dict)
 
 
 def discover(options: TargetOptions, start_given: bool, progress: Reporter) -> Found:
@@ -59,11 +65,16 @@ def discover(options: TargetOptions, start_given: bool, progress: Reporter) -> F
         with fresh_server(spec, run_dir, starts) as server:
             capabilities = probe(HOST, server.port, 4, 16)
             binds = server.binds_beyond_loopback()
-            progress.status("Asking the server each command...")
-            answers, rejects = _commands(server.port)
-            relied_on = _relied_on(server.port)
+            progress.status("Checking which commands the server does...")
+            tiers = _commands(server.port)
+            own = {name: _ask(server.port, workload) for name, workload in ZPROF_OWN.items()}
+    checked = {**tiers, **own}
     return Found(built, spec.start_command, spec.port, dict(spec.env), how, capabilities.concurrent_clients,
-                 capabilities.pipelining, binds, answers, rejects, relied_on, starts.crashes)
+                 capabilities.pipelining, binds,
+                 answers=[name for name, found in tiers.items() if found.supported],
+                 rejects={name: found.error for name, found in tiers.items() if found.error is not None},
+                 relied_on={name: found.supported for name, found in own.items()}, start_crashes=starts.crashes,
+                 unsupported={name: found.faked for name, found in checked.items() if found.faked is not None})
 
 
 def _start(options: TargetOptions, start_given: bool, built: Built, run_dir: Path) -> tuple[ServerSpec, str]:
@@ -124,33 +135,17 @@ def _answers_ping(port: int) -> bool:
         return False
 
 
-def _ask(port: int, workload: Workload) -> str | None:
-    """One request on a connection of its own: None when answered, else the error (or the failure)."""
+def _ask(port: int, workload: Workload) -> Support:
+    """Whether the server does the command; a server that does not answer rejects it."""
     try:
-        with SyncClient(HOST, port, PROBE_TIMEOUT_S) as client:
-            client.sock.sendall(workload.expand(random.Random(0)))
-            (reply,) = client.read(1)
-    except (OSError, TimeoutError, ConnectionError) as error:
-        return f"no answer ({error or type(error).__name__})"
-    return reply.message if isinstance(reply, ErrorReply) else None
+        return check(HOST, port, workload, PROBE_TIMEOUT_S)
+    except ZprofError as failure:
+        return Support(workload.command, NOT_CHECKED, error=failure.message)
 
 
-def _commands(port: int) -> tuple[list[str], dict[str, str]]:
+def _commands(port: int) -> dict[str, Support]:
     names = [name for tier in ("1", "2", "3") for name in TIERS[tier] if name != MIX]
-    answers, rejects = [], {}
-    for name in names:
-        error = _ask(port, bench_workload(name, 1000))
-        if error is None:
-            answers.append(name)
-        else:
-            rejects[name] = error
-    return answers, rejects
-
-
-def _relied_on(port: int) -> dict[str, bool]:
-    asked = {"FLUSHALL": Workload((b"FLUSHALL",)), "DBSIZE": Workload.from_template(TEMPLATES["DBSIZE"]),
-             "CONFIG GET": CONFIG_GET, "INFO": Workload((b"INFO",))}
-    return {name: _ask(port, workload) is None for name, workload in asked.items()}
+    return {name: _ask(port, bench_workload(name, 1000)) for name in names}
 
 
 def config_sections(found: Found, options: TargetOptions) -> dict[str, dict[str, Any]]:
@@ -179,6 +174,11 @@ def config_sections(found: Found, options: TargetOptions) -> dict[str, dict[str,
         "answers": [name for name, answered in found.relied_on.items() if answered],
         "rejects": sorted(found.rejects), "optimize_source": result.optimize_source,
     }
+    if found.unsupported:
+        # Answered, but not done: left out of [workload] commands, each with why and what zprof goes without.
+        server["unsupported"] = [f"{name}: unsupported ({why})" + (f"; {WITHOUT_IT[name]}" if name in WITHOUT_IT
+                                                                   else "")
+                                 for name, why in found.unsupported.items()]
     return {"target": target, "workload": workload, "server": server}
 
 

@@ -1,6 +1,7 @@
 """One `zprof memory` measurement with the shim: the phases of a run (idle, warm-up, one
 load phase per command, FLUSHALL, after it), with the shim's counters and the RSS sampled
-all along, then the growth and leak analysis."""
+all along, then the growth and leak analysis. A server that fakes FLUSHALL gets no
+after-FLUSHALL phase, and so no leak verdict (`zprof.load.support`)."""
 
 from __future__ import annotations
 
@@ -16,14 +17,22 @@ from zprof.analysis.growth import RawSample, Recording, analyse, held_by_site, p
 from zprof.builder.shim import ENV_VAR
 from zprof.collect import process
 from zprof.collect.shim_counters import ShimCounters, ShimSnapshot, create_counter_file
-from zprof.errors import EXIT_TARGET, PartialRun, ZprofError
+from zprof.errors import EXIT_TARGET, EveryRequestFailed, PartialRun, ZprofError
 from zprof.load.calibration import MIN_TRIAL_SECONDS
 from zprof.load.driver import BATCH_TIMEOUT_S, LoadError, LoadResult, LoadSession, Workload
 from zprof.model.common import Note
 from zprof.model.memory import AFTER_FLUSH, IDLE, LOAD, WARMUP, MemoryLoad, MemoryRun, Phase
 from zprof.progress import Reporter
 from zprof.server import HOST, Server
-from zprof.sessions.target import TargetOptions, build_target, probe_for, run_directory, running, server_spec
+from zprof.sessions.target import (
+    Probed,
+    TargetOptions,
+    build_target,
+    probe_for,
+    run_directory,
+    running,
+    server_spec,
+)
 
 MIN_INTERVAL_S = 0.01
 # Every sample is kept (for the picture and the JSON): a bound on memory and file size.
@@ -73,8 +82,9 @@ class _Step:
 
 
 def plan_phases(workloads: list[Workload], mixed: bool, duration: float, interval: float,
-                min_trial_seconds: float = MIN_TRIAL_SECONDS) -> list[_Step]:
-    """Idle, warm-up, one load phase per command (the whole mix in the warm-up), after FLUSHALL.
+                min_trial_seconds: float = MIN_TRIAL_SECONDS, flushall: bool = True) -> list[_Step]:
+    """Idle, warm-up, one load phase per command (the whole mix in the warm-up), after FLUSHALL (unless
+    `flushall` is False: the server fakes it, and a phase after it would show a give-back that never was).
 
     Every phase lasts at least two intervals, so each has samples of its own, and every load phase
     at least `min_trial_seconds`. Each load phase writes keys no phase before it made, so that what
@@ -86,7 +96,8 @@ def plan_phases(workloads: list[Workload], mixed: bool, duration: float, interva
     share = max(duration / len(workloads) if mixed else duration, 2 * interval, min_trial_seconds)
     steps += [_Step(f"{LOAD} {w.command}", LOAD, w.command, [w.with_key_range(index)], share)
               for index, w in enumerate(workloads, 1)]
-    steps.append(_Step(AFTER_FLUSH, AFTER_FLUSH, None, [], side))
+    if flushall:
+        steps.append(_Step(AFTER_FLUSH, AFTER_FLUSH, None, [], side))
     return steps
 
 
@@ -106,15 +117,20 @@ def measure_memory(options: MemoryOptions, progress: Reporter) -> MemoryRun:
         spec = server_spec(options.target, built.binary, {ENV_VAR: str(counters.path)})
         spec.before_start = lambda: create_counter_file(counters.path)  # a fresh file for a restart
         with running(spec, run_dir, notes) as server:
-            probed = probe_for(server, workloads, options.clients, options.pipeline, explicit=not options.mixed)
+            probed = probe_for(server, workloads, options.clients, options.pipeline, explicit=not options.mixed,
+                               relied_on=("FLUSHALL", "DBSIZE"))
             notes.extend(probed.notes)
-            if len(probed.workloads) < len(workloads):
+            flush_faked = probed.support["FLUSHALL"].unsupported
+            if len(probed.workloads) < len(workloads) or flush_faked is not None:
                 steps = plan_phases(probed.workloads, options.mixed, options.duration, options.interval,
-                                    options.min_trial_seconds)
+                                    options.min_trial_seconds, flushall=flush_faked is None)
+            notes += _without_notes(probed)
             clients, pipeline = probed.clients, probed.pipeline
             _wait_until_attached(counters, server, built.binary, options.target.start_command)
             bias = process.load_bias(server.pid, built.binary)
-            recorder = _Recorder(server, counters, options.interval, progress)
+            recorder = _Recorder(server, counters, options.interval, progress, probed.supports("DBSIZE"))
+            # Recorded as FLUSHALL's failure, so that the analysis gives no leak verdict (Leak.checked is False).
+            recorder.flushall_error = flush_faked
             asyncio.run(recorder.record(steps, clients, pipeline))
         counters.close()
 
@@ -123,9 +139,8 @@ def measure_memory(options: MemoryOptions, progress: Reporter) -> MemoryRun:
         raise recorder.error
     load = recorder.load
     if load.requests and load.errors == load.requests:
-        raise ZprofError(f"every one of the {load.requests:,} requests got an error reply, so the memory they "
-                         f"moved is not the workload's; the first: {load.first_error}",
-                         detail="Check the request (--args) against what the server implements.", exit_code=EXIT_TARGET)
+        raise EveryRequestFailed(options.label, load.requests, load.first_error,
+                                 "the memory they moved is not the workload's")
     progress.status("Reading the call sites...")
     recording = Recording(recorder.samples, recorder.phases, recorder.final, recorder.flushall_error)
     with built.symbolizer() as symbolizer:
@@ -146,6 +161,18 @@ def measure_memory(options: MemoryOptions, progress: Reporter) -> MemoryRun:
     return run
 
 
+def _without_notes(probed: Probed) -> list[Note]:
+    """What the run does without, where the server fakes FLUSHALL (no after-FLUSHALL phase, no leak verdict)
+    or does not do DBSIZE (no count of new keys). A FLUSHALL it rejects is still sent, and its error is the
+    leak verdict's reason, as before."""
+    notes = []
+    if (flush_faked := probed.support["FLUSHALL"].unsupported) is not None:
+        notes.append(Note("memory.no-flushall", {"reason": flush_faked}))
+    if (uncounted := probed.without("DBSIZE")) is not None:
+        notes.append(Note("memory.no-dbsize", {"reason": uncounted}))
+    return notes
+
+
 def _wait_until_attached(counters: ShimCounters, server: Server, binary: Path, start_command: str) -> None:
     deadline = time.monotonic() + ATTACH_WAIT_S
     while not counters.attached():
@@ -161,8 +188,10 @@ def _wait_until_attached(counters: ShimCounters, server: Server, binary: Path, s
 class _Recorder:
     """Runs the phases on one set of connections and samples the counters and the RSS meanwhile."""
 
-    def __init__(self, server: Server, counters: ShimCounters, interval: float, progress: Reporter) -> None:
+    def __init__(self, server: Server, counters: ShimCounters, interval: float, progress: Reporter,
+                 counts_keys: bool = True) -> None:
         self.server, self.counters, self.interval, self.progress = server, counters, interval, progress
+        self.counts_keys = counts_keys  # whether the server does DBSIZE
         self.samples: list[RawSample] = []
         self.phases: list[Phase] = []
         self.load = LoadResult()  # all phases together
@@ -213,7 +242,8 @@ class _Recorder:
 
     async def _phase(self, step: _Step, session: LoadSession, pipeline: int) -> bool:
         """One phase: load (if any) while sampling; False when the load failed."""
-        keys_before = await session.key_count() if step.kind == LOAD else None
+        counted = step.kind == LOAD and self.counts_keys
+        keys_before = await session.key_count() if counted else None
         start, requests = self._now(), self.load.requests
         stop = threading.Event()
         task = (asyncio.create_task(session.run(step.workloads, None, pipeline, self._count, stop))
@@ -247,7 +277,7 @@ class _Recorder:
                                      detail=self.server.log_tail(), exit_code=EXIT_TARGET))
         # A phase ends once the server has settled: it may free a request's buffers after replying.
         self._sample(step.label, self.counters.settled_snapshot() if failure is None else None)
-        keys_after = await session.key_count() if step.kind == LOAD and failure is None else None
+        keys_after = await session.key_count() if counted and failure is None else None
         self.phases.append(Phase(step.label, step.kind, step.command, start, self._now(),
                                  self.load.requests - requests, keys_before, keys_after))
         return failure is None

@@ -22,7 +22,8 @@ from zprof.builder.toolchain import find_zig
 from zprof.config import ProjectConfig
 from zprof.errors import EXIT_TARGET, ZprofError
 from zprof.load.driver import LoadError, LoadResult, Workload, run_requests
-from zprof.load.probe import PROBE_TIMEOUT_S, Capabilities, check_command, probe, rejection
+from zprof.load.probe import PROBE_TIMEOUT_S, Capabilities, check_command, probe
+from zprof.load.support import ZPROF_OWN, Support, check
 from zprof.model.common import Note, TargetInfo
 from zprof.paths import cache_dir, cache_root
 from zprof.progress import Reporter
@@ -136,23 +137,35 @@ def run_directory(kind: str) -> Iterator[Path]:
 @dataclass(frozen=True)
 class Probed:
     """What the probes found: the clients and pipeline the load adapts to, the workloads the
-    server takes, and notes on what was adapted or dropped."""
+    server takes, notes on what was adapted or dropped, and whether the server does each command
+    checked (the workload's, and those zprof relies on that were asked for)."""
 
     capabilities: Capabilities
     clients: int
     pipeline: int
     workloads: list[Workload]
     notes: list[Note]
+    support: dict[str, Support] = field(default_factory=dict)
+
+    def supports(self, command: str) -> bool:
+        return command in self.support and self.support[command].supported
+
+    def without(self, command: str) -> str | None:
+        """Why zprof goes without one of the commands it relies on (its error reply, or "unsupported (...)");
+        None when the server does it."""
+        return self.support[command].reason
 
 
 def probe_for(server: Server, workloads: list[Workload], clients: int, pipeline: int,
-              timeout: float = PROBE_TIMEOUT_S, *, explicit: bool = True) -> Probed:
-    """Probes the server before any load, and sends each workload's request once. A request the
-    server answers with an error is bad input when the user named the command (`explicit`);
-    in a mixed workload the command is dropped with a note, and only an empty workload fails. A server
-    that crashed on a probe is the target's failure (exit 1), whatever the probe concluded."""
+              timeout: float = PROBE_TIMEOUT_S, *, explicit: bool = True, relied_on: tuple[str, ...] = ()) -> Probed:
+    """Probes the server before any load, and checks that it does each workload's command
+    (`zprof.load.support`), and each of zprof's own it relies on (`relied_on`: FLUSHALL, DBSIZE).
+    A command the server answers with an error, or only pretends to do, is bad input when the user
+    named it (`explicit`); in a mixed workload it is dropped with a note, and only an empty workload
+    fails. A server that crashed on a probe is the target's failure (exit 1), whatever the probe
+    concluded."""
     try:
-        return _probe_for(server, workloads, clients, pipeline, timeout, explicit)
+        return _probe_for(server, workloads, clients, pipeline, timeout, explicit, relied_on)
     except ZprofError as error:
         if server.exited_within(0.5):
             raise server.crashed(f"crashed while zprof probed it ({error.message})") from error
@@ -160,25 +173,29 @@ def probe_for(server: Server, workloads: list[Workload], clients: int, pipeline:
 
 
 def _probe_for(server: Server, workloads: list[Workload], clients: int, pipeline: int, timeout: float,
-               explicit: bool) -> Probed:
+               explicit: bool, relied_on: tuple[str, ...]) -> Probed:
     capabilities = probe(HOST, server.port, clients, pipeline, timeout=timeout)
     if explicit:
-        for workload in workloads:
-            check_command(HOST, server.port, workload, timeout=timeout)
-        kept, rejected = workloads, {}
+        support = {workload.command: check_command(HOST, server.port, workload, timeout=timeout)
+                   for workload in workloads}
     else:
-        refusals = {workload.command: rejection(HOST, server.port, workload, timeout) for workload in workloads}
-        kept = [workload for workload in workloads if refusals[workload.command] is None]
-        rejected = {command: error for command, error in refusals.items() if error is not None}
-        if not kept:
-            first = next(iter(rejected.items()))
-            raise ZprofError(f"the server rejected every command of the workload ({', '.join(rejected)})",
-                             detail=f"{first[0]}: {first[1]}")
+        support = {workload.command: check(HOST, server.port, workload, timeout) for workload in workloads}
+    kept = [workload for workload in workloads if support[workload.command].supported]
+    if not kept:
+        first = next(iter(support.values()))
+        raise ZprofError(f"the server rejects, or does not support, every command of the workload "
+                         f"({', '.join(support)})", detail=first.message())
+    rejected = {command: found.error for command, found in support.items() if found.error is not None}
+    faked = {command: found.unsupported for command, found in support.items() if found.faked is not None}
+    for command in relied_on:
+        support[command] = check(HOST, server.port, ZPROF_OWN[command], timeout)
     notes = list(capabilities.notes)
     if rejected:
         notes.append(Note("workload.dropped", {"commands": list(rejected), "first_error": next(iter(
             rejected.values()))}))
-    return Probed(capabilities, *capabilities.adapt(clients, pipeline), kept, notes)
+    if faked:
+        notes.append(Note("workload.unsupported", {"commands": faked}))
+    return Probed(capabilities, *capabilities.adapt(clients, pipeline), kept, notes, support)
 
 
 @contextmanager

@@ -15,26 +15,18 @@ from pathlib import Path
 from typing import TypeVar
 
 from zprof import artifact
-from zprof.analysis.recommendations import Evidence, ProfileCosts, profile_costs, recommend
-from zprof.analysis.stacks import StackProfile
-from zprof.errors import PartialRun, ZprofError
+from zprof.analysis.judgement import judge_validation
+from zprof.analysis.recommendations import ErrorReplies, Evidence, ProfileCosts, profile_costs, recommend
+from zprof.analysis.stacks import StackProfile, StackSample
+from zprof.errors import EveryRequestFailed, PartialRun, ZprofError
 from zprof.load.workloads import DEFAULT_KEYSPACE, bench_workload, mixed_workload, workload_for
 from zprof.model.allocs import AllocsRun
-from zprof.model.baseline import MINOR, REGRESSION, Baseline, RegressRun
+from zprof.model.baseline import Baseline, RegressRun
 from zprof.model.bench import EXCELLENT, UNACCEPTABLE, BenchRun, CommandComparison, Thresholds
 from zprof.model.common import Note
 from zprof.model.flame import FlameRun
 from zprof.model.memory import MemoryRun
 from zprof.model.validate import (
-    APPROVED,
-    APPROVED_MINOR,
-    NEEDS_WORK,
-    NOT_JUDGED,
-    NOT_MEASURED,
-    OVERALL_ACCEPTABLE,
-    OVERALL_EXCELLENT,
-    OVERALL_NEEDS_WORK,
-    OVERALL_NOT_JUDGED,
     Part,
     Recommendation,
     ValidateRun,
@@ -55,8 +47,8 @@ RunT = TypeVar("RunT")
 
 @dataclass(frozen=True)
 class Effort:
-    """How much each measurement does: the full procedure, or --quick (a first look: two trials, the
-    least that gives a confidence interval, of half a second, and no p99.9 pass)."""
+    """How much each measurement does: the full procedure, or --quick (a first look: three trials of half a
+    second, and no p99.9 pass; from two, Student's t of 12.7 leaves most intervals too wide to judge)."""
 
     allocs_requests: int
     allocs_warmup: int
@@ -72,7 +64,7 @@ class Effort:
 
 FULL = Effort(allocs_requests=10_000, allocs_warmup=5_000, flame_seconds=20, memory_seconds=30, bench_trials=3,
               bench_requests=100_000, bench_warmup=10_000, bench_keys=100_000, min_trial_seconds=1.0, p999_pass=True)
-QUICK = Effort(allocs_requests=2_000, allocs_warmup=1_000, flame_seconds=5, memory_seconds=4, bench_trials=2,
+QUICK = Effort(allocs_requests=2_000, allocs_warmup=1_000, flame_seconds=5, memory_seconds=4, bench_trials=3,
                bench_requests=10_000, bench_warmup=2_000, bench_keys=10_000, min_trial_seconds=0.5, p999_pass=False)
 
 
@@ -83,6 +75,7 @@ class ValidateOptions:
     quick: bool
     redis_server: str | None = None
     baseline: str | None = None  # the baseline to check against; None: the newest saved, if any
+    redis_persistence: str = "off"  # how Redis persists in the comparison (zprof.sessions.bench.REDIS_PERSISTENCE)
 
     @property
     def effort(self) -> Effort:
@@ -93,6 +86,7 @@ class _Validation:
     def __init__(self, options: ValidateOptions, out_dir: Path, progress: Reporter) -> None:
         self.options, self.out_dir, self.progress = options, out_dir, progress
         self.parts: list[Part] = []
+        self.failed_requests: list[ErrorReplies] = []  # measurements that got nothing but error replies
         self.total_parts = len(options.commands) + 4
 
     def target_args(self) -> list[str]:
@@ -121,6 +115,10 @@ class _Validation:
             run = measure(part_dir, progress)
         except PartialRun as partial:
             run, error = partial.run, partial.error.message  # type: ignore[assignment]
+        except EveryRequestFailed as failure:
+            error = failure.message
+            self.failed_requests.append(ErrorReplies(failure.command, f"zprof {name}",
+                                                     failure.requests, failure.requests, failure.first_error))
         except ZprofError as failure:
             error = failure.message
         if run is not None:
@@ -192,39 +190,53 @@ def validate(options: ValidateOptions, out_dir: Path, progress: Reporter) -> Val
             trials=effort.bench_trials, requests=effort.bench_requests, warmup=effort.bench_warmup,
             clients=50, pipeline=16, keyspace=DEFAULT_KEYSPACE, keys=effort.bench_keys, subscribers=10,
             deadline=None, min_trial_seconds=effort.min_trial_seconds, redis_server=options.redis_server,
-            target_binary=None, p999_pass=effort.p999_pass)
+            target_binary=None, p999_pass=effort.p999_pass, redis_persistence=options.redis_persistence)
         return run_bench(bench_options, progress)
 
     bench_run = validation.measure(
         "bench", "bench",
         ["bench", "--commands", ",".join(options.commands), "--trials", str(effort.bench_trials), "--requests",
          str(effort.bench_requests), "--warmup", str(effort.bench_warmup), "--keys", str(effort.bench_keys),
-         "--min-trial-seconds", f"{effort.min_trial_seconds:g}", *([] if effort.p999_pass else ["--no-p999"])],
+         "--min-trial-seconds", f"{effort.min_trial_seconds:g}", *([] if effort.p999_pass else ["--no-p999"]),
+         *(["--redis-persistence", options.redis_persistence] if options.redis_persistence != "off" else [])],
         bench)
 
     regress = None if baseline is None else _regression_check(validation, baseline)
 
     costs = profile_costs(profile, options.commands) if profile is not None else ProfileCosts({}, 0.0)
-    recommendations = recommend(Evidence(allocs, flame_run, costs, memory_run, bench_run))
+    recommendations = recommend(Evidence(allocs, flame_run, costs, memory_run, bench_run, validation.failed_requests,
+                                         debug_capture_share(profile) if profile is not None else None))
     target_info = _target_info(allocs, flame_run, memory_run, bench_run)
     if target_info is None:
         raise ZprofError("no part of the validation could be measured",
                          detail="\n".join(f"{part.name}: {part.error}" for part in validation.parts if part.error))
     commit = state.label if (state := git_state(Path(target.project))) is not None else None
     throughput, p99 = vs_redis(bench_run, "throughput"), vs_redis(bench_run, "p99")
-    blockers = _blockers(bench_run, recommendations, regress)
-    overall = _overall(bench_run, throughput, p99, recommendations)
-    minor = regress is not None and any(check.assessment == MINOR for check in regress.checks)
-    verdict = (NOT_MEASURED if bench_run is None else NEEDS_WORK if blockers
-               else NOT_JUDGED if throughput is None and p99 is None else APPROVED_MINOR if minor else APPROVED)
+    judgement = judge_validation(bench_run, recommendations, regress, throughput, p99)
     return ValidateRun(
         subject=f"{target_info.name}" + (f" at {commit}" if commit else ""), target=target_info,
         commands=options.commands, quick=options.quick, parts=validation.parts, allocs=allocs, flame=flame_run,
         memory=memory_run, bench=bench_run, recommendations=recommendations, throughput=throughput, p99=p99,
-        overall=overall, verdict=verdict, blockers=blockers, action_items=_action_items(blockers, recommendations),
+        overall=judgement.overall, verdict=judgement.verdict, blockers=judgement.blockers,
+        undecided=judgement.undecided, action_items=_action_items(judgement.blockers, recommendations),
         seconds=round(time.perf_counter() - started, 1), commit=commit,
-        notes=[Note("validate.quick")] if options.quick else [], regress=regress,
+        notes=[Note("validate.quick", {"trials": QUICK.bench_trials, "seconds": QUICK.min_trial_seconds,
+                                         "keys": QUICK.bench_keys})] if options.quick else [], regress=regress,
         regression_missing=_regression_missing(baseline, regress, validation.parts))
+
+
+def debug_capture_share(profile: StackProfile) -> float:
+    """The share of samples in the Debug allocator's stack capture: a DebugAllocator frame above a stack walk
+    (debug.captureStackTrace, whose MemoryAccessor reads memory with process_vm_readv)."""
+    frames = profile.frames
+
+    def capturing(sample: StackSample) -> bool:
+        names = [frames[index].name for index in sample.stack]
+        return any("DebugAllocator" in name or "GeneralPurposeAllocator" in name for name in names) and any(
+            "captureStackTrace" in name or "MemoryAccessor" in name or "StackIterator" in name for name in names)
+
+    total = profile.total_weight
+    return round(profile.weight_of(capturing) / total, 4) if total else 0.0
 
 
 def _baseline(options: ValidateOptions) -> Baseline | None:
@@ -301,38 +313,6 @@ def _level(percent: float, metric: str, thresholds: Thresholds) -> str:
                 if percent >= thresholds.throughput_acceptable else UNACCEPTABLE)
     return (EXCELLENT if percent <= thresholds.latency_excellent else "acceptable"
             if percent <= thresholds.latency_acceptable else UNACCEPTABLE)
-
-
-def _blockers(bench: BenchRun | None, recommendations: list[Recommendation], regress: RegressRun | None) -> list[str]:
-    """What stands between the change and a commit: throughput under the acceptable level, critical issues,
-    regressions against the baseline."""
-    blockers: list[str] = []
-    if regress is not None:
-        blockers += [f"regression of {check.command} {check.metric} against baseline {regress.baseline.name}"
-                     for check in regress.checks if check.assessment == REGRESSION]
-    if bench is not None:
-        for command in bench.commands:
-            verdict = command.throughput_verdict
-            if command.throughput_status == UNACCEPTABLE and verdict is not None:
-                percent = command.throughput.percent if command.throughput else None
-                blockers.append(f"{command.command} throughput is {percent:.1f}% of Redis', under "
-                                f"{bench.thresholds.throughput_acceptable:g}%")
-    blockers += [f"critical: {recommendation.title}" for recommendation in recommendations if recommendation.critical]
-    return blockers
-
-
-def _overall(bench: BenchRun | None, throughput: VsRedis | None, p99: VsRedis | None,
-             recommendations: list[Recommendation]) -> str:
-    if bench is None:
-        return OVERALL_NEEDS_WORK
-    statuses = [status for command in bench.commands for status in (command.throughput_status, command.latency_status)]
-    if UNACCEPTABLE in statuses or any(r.critical for r in recommendations):
-        return OVERALL_NEEDS_WORK
-    if throughput is None and p99 is None:
-        return OVERALL_NOT_JUDGED
-    if throughput and throughput.level == EXCELLENT and (p99 is None or p99.level == EXCELLENT):
-        return OVERALL_EXCELLENT
-    return OVERALL_ACCEPTABLE
 
 
 def _action_items(blockers: list[str], recommendations: list[Recommendation]) -> list[str]:
