@@ -227,6 +227,12 @@ class Server:
             kill_group(self.process, self.spec.stop_timeout)
 
 
+def _own_signal(code: int | None) -> bool:
+    """Whether a server was killed by a signal of its own (SIGSEGV, SIGABRT...): not a port in use, a command
+    that cannot run, a deliberate exit status, or a silent server zprof stopped itself."""
+    return code is not None and code < 0 and code not in (-signal.SIGTERM, -signal.SIGKILL)
+
+
 @dataclass
 class Starts:
     """How a server's starts went, over a run: crashes before it answered PING included."""
@@ -278,10 +284,13 @@ def _lost_its_port(spec: ServerSpec, server: Server) -> bool:
 
 
 @contextmanager
-def fresh_server(spec: ServerSpec, run_dir: Path, starts: Starts, label: str = "the server") -> Iterator[Server]:
+def fresh_server(spec: ServerSpec, run_dir: Path, starts: Starts, label: str = "the server",
+                 first: Callable[[Server], object] | None = None) -> Iterator[Server]:
     """A newly started server, stopped afterwards; one that died of a signal of its own before it answered
     PING is started again, up to START_ATTEMPTS times, and counted in `starts`; one that lost the port zprof
-    chose for it to another program is started again on another port, up to PORT_ATTEMPTS times."""
+    chose for it to another program is started again on another port, up to PORT_ATTEMPTS times. `first`:
+    what zprof asks a server before any load (its probes); a server that dies of its own signal under them
+    crashed at start-up too (a race in its start, as Zoltraak's), and is started again like one."""
     port_losses = crashes = 0
     while True:
         server = Server(spec, run_dir)
@@ -290,14 +299,19 @@ def fresh_server(spec: ServerSpec, run_dir: Path, starts: Starts, label: str = "
             if spec.before_start is not None:
                 spec.before_start()
             server.start()
+            if first is not None:
+                try:
+                    first(server)
+                except BaseException:
+                    server.exited_within(0.5)  # a crash under the probes: its exit status, for the retry below
+                    server.stop()
+                    raise
         except ZprofError as error:
             if _lost_its_port(spec, server) and port_losses + 1 < PORT_ATTEMPTS:
                 port_losses += 1
                 continue
             code = server.process.returncode if server.process is not None else None
-            # Killed by a signal of its own (SIGSEGV, SIGABRT...): not a port in use, a command that cannot
-            # run, a deliberate exit status, or a silent server zprof stopped itself.
-            if code is None or code >= 0 or code in (-signal.SIGTERM, -signal.SIGKILL):
+            if not _own_signal(code):
                 raise
             crashes += 1
             starts.crashes += 1

@@ -146,9 +146,25 @@ def test_a_server_that_crashes_at_start_up_is_counted_after_its_restart(faults, 
     output = tmp_path / "out"
     zprof, done = faults.run("allocs", "SET", "--project", str(MINIKV), "--requests", "2000", "--warmup", "500",
                              "--start-command", start, "--output", str(output))
-    assert_clean(zprof, done, 0, "crashed during start-up, before it answered PING, in 1 of 2 starts",
-                 project=MINIKV, digest=minikv_digest)
+    assert_clean(zprof, done, 0, "crashed during start-up (before it answered PING, or under zprof's first probes, "
+                 "before any load), in 1 of 2 starts", project=MINIKV, digest=minikv_digest)
     run = json.loads((output / "run.json").read_text())
     # minikv's SET allocates in its arena and its GPA on every request; a file the dead process held counts none.
     assert run["analysis"]["per_request"]["allocs"] >= 1.0
     assert {layer["layer"] for layer in run["analysis"]["by_layer"]} >= {"arena", "debug/GPA"}
+
+
+def test_a_server_that_crashes_under_the_probes_is_started_again(faults, minikv_digest, tmp_path):
+    """Zoltraak's start-up race: the server answers PING, then dies of a signal of its own while zprof probes it,
+    before any load. That is a crash at start-up, and zprof starts it again like one (it gave up the whole
+    measurement before)."""
+    marker = tmp_path / "started-once"
+    # The ready check's PING is minikv's first request; the probes' third request is its fourth, and aborts it.
+    start = ("sh -c 'if [ -e \"$2\" ]; then exec \"$0\" --port \"$1\"; fi; : > \"$2\"; "
+             f"exec \"$0\" --port \"$1\" --crash-after 3' {{binary}} {{port}} {marker}")
+    output = tmp_path / "out"
+    zprof, done = faults.run("allocs", "SET", "--project", str(MINIKV), "--requests", "2000", "--warmup", "500",
+                             "--start-command", start, "--output", str(output))
+    assert_clean(zprof, done, 0, "under zprof's first probes, before any load), in 1 of 2 starts (signal 6, SIGABRT",
+                 project=MINIKV, digest=minikv_digest)
+    assert json.loads((output / "run.json").read_text())["complete"] is True

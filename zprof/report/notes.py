@@ -80,7 +80,8 @@ _SENTENCES: dict[str, Callable[[dict[str, Any]], str]] = {
     "flame.error-replies": lambda v: (f"{v['errors']:,} of the {v['requests']:,} requests during the recording got an "
                                       f"error reply (the first: {v['first_error']}): the profile includes their "
                                       "error paths."),
-    "server.start-crashes": lambda v: (f"{v['server']} crashed during start-up, before it answered PING, in "
+    "server.start-crashes": lambda v: (f"{v['server']} crashed during start-up (before it answered PING, or under "
+                                       f"zprof's first probes, before any load), in "
                                        f"{v['crashes']} of {v['starts']} starts ({v['how']}; see its log); zprof "
                                        "started it again each time."),
     "bench.driver-for-faults": lambda v: (

@@ -27,8 +27,8 @@ from zprof.sessions.target import (
     TargetOptions,
     build_target,
     probe_for,
+    probed_server,
     run_directory,
-    running,
     server_spec,
 )
 
@@ -75,8 +75,9 @@ def measure_allocs(options: AllocsOptions, progress: Reporter) -> AllocsRun:
         spec = server_spec(options.target, built.binary, {ENV_VAR: str(counters.path)})
         spec.before_start = lambda: create_counter_file(counters.path)  # a fresh file for a restart
         spec.stop_timeout = STOP_GRACE_AFTER_MEASURING_S  # the counters are read before the server stops
-        with running(spec, run_dir, notes) as server:
-            probed = probe_for(server, [workload], options.clients, options.pipeline, relied_on=("FLUSHALL", "DBSIZE"))
+        with probed_server(spec, run_dir, notes, lambda server: probe_for(
+                server, [workload], options.clients, options.pipeline, relied_on=("FLUSHALL", "DBSIZE"))) \
+                as (server, probed):
             notes.extend(probed.notes)
             clients, pipeline = probed.clients, probed.pipeline
             measured = asyncio.run(_measure(server, counters, options, probed, built.binary, progress))

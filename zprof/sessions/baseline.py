@@ -63,7 +63,15 @@ from zprof.sessions.bench import (
     reference_server,
 )
 from zprof.sessions.flame import FlameOptions, record_flame
-from zprof.sessions.target import TargetOptions, build_target, probe_for, run_directory, run_fixed, running, server_spec
+from zprof.sessions.target import (
+    TargetOptions,
+    build_target,
+    probe_for,
+    probed_server,
+    run_directory,
+    run_fixed,
+    server_spec,
+)
 
 DEFAULT_COMMANDS = ("SET", "GET", "HSET", "ZADD")
 DEFAULT_REQUESTS = 2000
@@ -239,8 +247,9 @@ def perf_stat_count(target: TargetOptions, workload: Workload, requests: int, ev
     built = build_target(target, progress, with_shim=False)
     spec = server_spec(target, built.binary, {})
     notes: list[Note] = []
-    with run_directory("baseline-perf-stat") as run_dir, running(spec, run_dir, notes) as server:
-        probed = probe_for(server, [workload], 1, 1)
+    with run_directory("baseline-perf-stat") as run_dir, \
+            probed_server(spec, run_dir, notes, lambda server: probe_for(server, [workload], 1, 1)) \
+            as (server, probed):
         progress.status(f"{requests:,} requests under perf stat -e {event}...")
         with PerfCounter(server.pid, event) as counter:
             counter.enable()

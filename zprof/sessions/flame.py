@@ -22,16 +22,16 @@ from zprof.load.redis_benchmark import BenchmarkFailed, RedisBenchmarkLoad, redi
 from zprof.model.common import Note
 from zprof.model.flame import CALLGRIND, PERF, FlameRun
 from zprof.progress import Reporter
-from zprof.server import HOST, ServerSpec
+from zprof.server import HOST, Server, ServerSpec
 from zprof.sessions.target import (
     STOP_GRACE_AFTER_MEASURING_S,
     Probed,
     TargetOptions,
     build_target,
     probe_for,
+    probed_server,
     run_directory,
     run_fixed,
-    running,
     server_spec,
 )
 
@@ -117,9 +117,12 @@ def _record_under_load(options: FlameOptions, spec: ServerSpec, run_dir: Path, o
     """One server, probed, loaded and recorded. `gentle`: zprof's driver with 1 client, one request at a time;
     otherwise _LoadBroke when the load ends in its warm-up (a garbled reply, a dropped connection)."""
     error: ZprofError | None = None
-    with running(spec, run_dir, notes) as server:
-        probed = probe_for(server, options.workloads, options.clients, options.pipeline,
-                           explicit=options.label != "mixed")
+
+    def probe(server: Server) -> Probed:
+        return probe_for(server, options.workloads, options.clients, options.pipeline,
+                         explicit=options.label != "mixed")
+
+    with probed_server(spec, run_dir, notes, probe) as (server, probed):
         if not gentle:
             notes.extend(probed.notes)
         load: BackgroundLoad | RedisBenchmarkLoad
@@ -164,9 +167,9 @@ def _callgrind(options: FlameOptions, out_dir: Path, progress: Reporter) -> Prof
     notes: list[Note] = []
     with run_directory("callgrind") as run_dir:
         try:
-            with running(spec, run_dir, notes) as server:
-                probed = probe_for(server, options.workloads, options.clients, options.pipeline,
-                                   timeout=valgrind.PROBE_TIMEOUT_S, explicit=options.label != "mixed")
+            with probed_server(spec, run_dir, notes, lambda server: probe_for(
+                    server, options.workloads, options.clients, options.pipeline, timeout=valgrind.PROBE_TIMEOUT_S,
+                    explicit=options.label != "mixed")) as (server, probed):
                 notes.extend(probed.notes)
                 # Count only the measured requests, not start-up and probes.
                 valgrind.callgrind_control("-z", server.pid)

@@ -19,9 +19,9 @@ from zprof.sessions.target import (
     TargetOptions,
     build_target,
     probe_for,
+    probed_server,
     run_directory,
     run_fixed,
-    running,
     server_spec,
 )
 
@@ -55,9 +55,9 @@ def measure_massif(options: MassifOptions, out_dir: Path, progress: Reporter) ->
         spec.start_command = massif.massif_start_command(spec.start_command, run_dir / "massif.exit.out", functions)
         spec.ready_timeout = max(spec.ready_timeout, valgrind.READY_TIMEOUT_S)
         try:
-            with running(spec, run_dir, notes) as server:
-                probed = probe_for(server, options.workloads, options.clients, options.pipeline,
-                                   timeout=valgrind.PROBE_TIMEOUT_S, explicit=options.label != "mixed")
+            with probed_server(spec, run_dir, notes, lambda server: probe_for(
+                    server, options.workloads, options.clients, options.pipeline, timeout=valgrind.PROBE_TIMEOUT_S,
+                    explicit=options.label != "mixed")) as (server, probed):
                 notes.extend(probed.notes)
                 bias = process.load_bias(server.pid, built.binary)
                 progress.status(f"{options.requests:,} requests under massif...")

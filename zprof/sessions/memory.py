@@ -29,8 +29,8 @@ from zprof.sessions.target import (
     TargetOptions,
     build_target,
     probe_for,
+    probed_server,
     run_directory,
-    running,
     server_spec,
 )
 
@@ -116,9 +116,9 @@ def measure_memory(options: MemoryOptions, progress: Reporter) -> MemoryRun:
         counters = ShimCounters(create_counter_file(run_dir / "counters.shm"))
         spec = server_spec(options.target, built.binary, {ENV_VAR: str(counters.path)})
         spec.before_start = lambda: create_counter_file(counters.path)  # a fresh file for a restart
-        with running(spec, run_dir, notes) as server:
-            probed = probe_for(server, workloads, options.clients, options.pipeline, explicit=not options.mixed,
-                               relied_on=("FLUSHALL", "DBSIZE"))
+        with probed_server(spec, run_dir, notes, lambda server: probe_for(
+                server, workloads, options.clients, options.pipeline, explicit=not options.mixed,
+                relied_on=("FLUSHALL", "DBSIZE"))) as (server, probed):
             notes.extend(probed.notes)
             flush_faked = probed.support["FLUSHALL"].unsupported
             if len(probed.workloads) < len(workloads) or flush_faked is not None:

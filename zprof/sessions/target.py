@@ -8,7 +8,7 @@ import asyncio
 import shlex
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,13 +199,15 @@ def _probe_for(server: Server, workloads: list[Workload], clients: int, pipeline
 
 
 @contextmanager
-def running(spec: ServerSpec, run_dir: Path, notes: list[Note], label: str = "the server") -> Iterator[Server]:
-    """The server, started (again, after a crash at start-up, up to START_ATTEMPTS times), with
-    notes on what it took to start it and where it listens."""
+def probed_server(spec: ServerSpec, run_dir: Path, notes: list[Note], probe: Callable[[Server], Probed],
+                  label: str = "the server") -> Iterator[tuple[Server, Probed]]:
+    """`running`, and `probe` (probe_for's probes) asked at once: a server that dies of a signal of its own
+    under the probes crashed at start-up, and is started again like one (`fresh_server`)."""
     starts = Starts()
-    with fresh_server(spec, run_dir, starts, label) as server:
+    found: list[Probed] = []
+    with fresh_server(spec, run_dir, starts, label, first=lambda server: found.append(probe(server))) as server:
         notes.extend(start_notes(spec, server, starts, label))
-        yield server
+        yield server, found[-1]
 
 
 def start_notes(spec: ServerSpec, server: Server, starts: Starts, label: str) -> list[Note]:
