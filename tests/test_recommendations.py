@@ -16,7 +16,7 @@ from zprof.analysis.allocations import Window, analyse
 from zprof.analysis.recommendations import Evidence, ProfileCosts, handler_command, profile_costs, recommend
 from zprof.analysis.stacks import Frame, ProfileBuilder, StackProfile
 from zprof.model.allocs import RETAINED, TEMPORARY
-from zprof.model.bench import BenchRun
+from zprof.model.bench import ACCEPTABLE, INDICATIVE, UNACCEPTABLE, BenchRun
 from zprof.model.common import Note
 from zprof.model.flame import FlameRun
 from zprof.report.allocs import flag_sentence
@@ -71,6 +71,25 @@ def test_one_connection_at_a_time_is_critical_only_where_several_clients_failed(
     assert several.critical and "one connection at a time" in several.evidence
     (one,) = synchronous_io(with_zadd(bench_run, clients=1, notes=[ONE_CONNECTION]))
     assert not one.critical and "1 client" in one.evidence and one.impact == "Medium"
+
+
+def memory_per_key(bench: BenchRun, percent: float, status: str) -> list:
+    memory = replace(bench.memory, percent_of_redis=percent, status=status)
+    evidence = Evidence(allocs=[], flame=None, costs=ProfileCosts({}, 1.0), memory=None,
+                        bench=replace(bench, memory=memory))
+    return [r for r in recommend(evidence) if r.rule == "memory-per-key"]
+
+
+def test_memory_per_key_far_above_redis_is_critical_as_it_blocks(bench_run):
+    """Zoltraak's 17,187 B per key against Redis' 117.8: the figure that blocks the verdict, so critical."""
+    (found,) = memory_per_key(bench_run, 14594.0, UNACCEPTABLE)
+    assert found.critical and found.impact_reason == "14594% of Redis' RSS per key"
+    assert found.bound.startswith("at most 99.3% of the target's RSS per key")
+
+
+@pytest.mark.parametrize("status", [INDICATIVE, ACCEPTABLE])
+def test_memory_per_key_from_few_keys_or_within_the_standard_is_no_finding(bench_run, status):
+    assert memory_per_key(bench_run, 14594.0 if status == INDICATIVE else 140.0, status) == []
 
 
 # --- Costs read from a CPU profile (synthetic profiles, as minikv's frames are named) ----------------------------

@@ -649,7 +649,8 @@ def _memory_rules(evidence: Evidence) -> list[Recommendation]:
         per_key = bench.memory.target.bytes_per_key if bench.memory.target else None
         redis_per_key = bench.memory.redis.bytes_per_key if bench.memory.redis else None
         found.append(Recommendation(
-            rule="memory-per-key", title=RULES["memory-per-key"], critical=False, impact="High",
+            # Critical: memory per key unacceptable is what blocks the verdict (zprof.analysis.judgement).
+            rule="memory-per-key", title=RULES["memory-per-key"], critical=True, impact="High",
             impact_reason=f"{bench.memory.percent_of_redis:.0f}% of Redis' RSS per key", difficulty="High",
             evidence=(f"{per_key} bytes per key against Redis' {redis_per_key} with {bench.memory.keys:,} keys"
                       + (f"; the most retained per new key is at {holder[0]} ({human_bytes(holder[1])} per key)"
