@@ -4,6 +4,7 @@ failed after it started), never a traceback or a hang, no process left behind.""
 from __future__ import annotations
 
 import os
+import shutil
 import struct
 from dataclasses import fields
 
@@ -91,8 +92,10 @@ def test_a_server_that_crashes_mid_run_is_reported_with_its_log(run_zprof):
 
 @pytest.mark.slow
 def test_a_port_in_use(run_zprof, taken_port):
+    """Still taken after zprof waited for it: the message names the process that holds it (this one)."""
     result = run_zprof("allocs", "GET", "--project", str(MINIKV), "--port", str(taken_port))
-    assert_clean_failure(result, 2, f"port {taken_port}", "in use")
+    assert_clean_failure(result, 2, f"port {taken_port} on 127.0.0.1 is still in use after 5 s",
+                         f"it is held by pid {os.getpid()}", "Stop the process that holds it")
 
 
 def test_a_counter_file_with_a_foreign_magic_number(tmp_path):
@@ -135,3 +138,30 @@ def test_doctor_names_every_tool(run_zprof):
     assert result.returncode in (0, 1)
     for tool in ("zig", "perf", "valgrind", "redis-server", "redis-benchmark"):
         assert tool in result.stdout
+
+
+def test_doctor_checks_what_the_project_needs(run_zprof, tmp_path):
+    """minikv as it is builds here; a copy whose build.zig links a library no machine has (a test-only edit) and
+    names a dependency that is not in Zig's package cache does not, and doctor names both and exits 1."""
+    done = run_zprof("doctor", "--project", str(MINIKV))
+    assert "zig 0.15.2 or newer (minimum_zig_version)" in " ".join(done.stdout.split())
+    assert "building minikv" in done.stdout and "system library" not in done.stdout
+    copy = tmp_path / "minikv"
+    shutil.copytree(MINIKV, copy, ignore=shutil.ignore_patterns(".zig-cache", "zig-out"))
+    build = copy / "build.zig"
+    build.write_text(build.read_text().replace("b.installArtifact(exe);",
+                                               'exe.linkSystemLibrary("zprofmissing");\n    b.installArtifact(exe);'))
+    zon = copy / "build.zig.zon"
+    zon.write_text(zon.read_text().replace(".dependencies = .{},", '.dependencies = .{ .gone = .{ .url = '
+                                                                   '"https://example.invalid/gone.tar.gz", .hash = '
+                                                                   '"gone-0.0.0-AAAA" } },'))
+    done = run_zprof("doctor", "--project", str(copy))
+    flat = " ".join(done.stdout.split())
+    assert done.returncode == 1, done.output
+    assert "To fix system library zprofmissing: install the package with libzprofmissing.so" in flat
+    assert "To fix dependency gone: zig fetch https://example.invalid/gone.tar.gz" in flat
+    assert "Will not work: building minikv (missing dependency gone, system library zprofmissing)" in flat
+
+
+def test_doctor_of_a_directory_without_build_zig_is_bad_input(run_zprof, tmp_path):
+    assert_clean_failure(run_zprof("doctor", "--project", str(tmp_path)), 2, "has no build.zig")

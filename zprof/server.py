@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,7 +19,8 @@ from pathlib import Path
 import psutil
 
 from zprof.errors import EXIT_TARGET, ZprofError
-from zprof.load.resp import ProtocolError, SyncClient
+from zprof.load.resp import ErrorReply, ProtocolError, SyncClient
+from zprof.paths import cache_dir
 from zprof.procs import kill_group, spawn
 
 HOST = "127.0.0.1"
@@ -28,6 +30,13 @@ READY_TIMEOUT_S = 20.0
 ELSEWHERE_GRACE_S = 2.0
 STOP_TIMEOUT_S = 5.0
 LOG_TAIL_LINES = 25
+# Server logs kept for the error messages that quote them, newest first (zprof's cache, logs/).
+KEPT_LOGS = 50
+# How long a fixed port may stay taken after the previous server on it exited, and how often zprof looks.
+PORT_FREE_WAIT_S = 5.0
+PORT_POLL_S = 0.05
+# Error replies a server gives while it starts (Redis loading its data): PING is asked again.
+STILL_STARTING = ("LOADING", "BUSY")
 # A server that dies before it answers PING is started again, up to this many times in all: a start-up
 # crash is the target's bug, to report, not a reason to lose the measurement.
 START_ATTEMPTS = 20
@@ -40,6 +49,63 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((HOST, 0))
         return probe.getsockname()[1]
+
+
+class PingRefused(ZprofError):
+    """The server listens and answers PING with an error: bad input (a server zprof cannot drive as it is
+    started), said at once rather than after the ready timeout."""
+
+    def __init__(self, port: int, reply: str, log_tail: str) -> None:
+        super().__init__(f"the server answered PING on {HOST}:{port} with an error: -{reply}",
+                         detail="zprof drives a server that answers PING with PONG (a password or a protocol "
+                                "it expects first is not supported)." + (f"\n{log_tail}" if log_tail else ""))
+        self.port, self.reply = port, reply
+
+
+def keep_log(log: Path, name: str) -> Path | None:
+    """A copy of `log` in the cache's logs directory, which keeps the newest KEPT_LOGS; None if it cannot."""
+    try:
+        directory = cache_dir("logs")
+        kept = directory / name
+        shutil.copyfile(log, kept)
+        for old in sorted(directory.glob("*.log"), key=lambda path: path.stat().st_mtime)[:-KEPT_LOGS]:
+            old.unlink(missing_ok=True)
+    except (OSError, ZprofError):
+        return None
+    return kept
+
+
+def wait_for_port(port: int, seconds: float = PORT_FREE_WAIT_S) -> float:
+    """Waits until nothing listens on `port`, up to `seconds`: a server that has just exited may keep its
+    listening socket a moment longer (a child that inherited it, io_uring's deferred close). The seconds
+    waited; ZprofError naming who holds the port when it stays taken."""
+    started = time.monotonic()
+    while port_in_use(port):
+        if time.monotonic() - started >= seconds:
+            holders = port_holders(port)
+            who = ("; it is held by " + ", ".join(holders)) if holders else ""
+            raise ZprofError(f"port {port} on {HOST} is still in use after {seconds:g} s{who}",
+                             detail="Stop the process that holds it; a server on a fixed port cannot move to another"
+                                    " (for one that takes --port, pick a free one with --port).")
+        time.sleep(PORT_POLL_S)
+    return time.monotonic() - started
+
+
+def port_holders(port: int) -> list[str]:
+    """The processes with a socket listening on `port` (pid and command line), those zprof may see."""
+    holders = []
+    try:
+        connections = psutil.net_connections(kind="tcp")
+    except (psutil.Error, OSError):
+        return []
+    pids = {connection.pid for connection in connections if connection.laddr and connection.laddr.port == port
+            and connection.status == psutil.CONN_LISTEN and connection.pid}
+    for pid in sorted(pids):
+        try:
+            holders.append(f"pid {pid} ({' '.join(psutil.Process(pid).cmdline()) or '?'})")
+        except psutil.Error:
+            holders.append(f"pid {pid}")
+    return holders
 
 
 def port_in_use(port: int) -> bool:
@@ -99,6 +165,7 @@ class Server:
         self.log_path = run_dir / "server.log"
         self.port = spec.port or free_port()
         self.process: subprocess.Popen[bytes] | None = None
+        self.waited_for_port = 0.0  # seconds the fixed port took to come free before the start
 
     def __enter__(self) -> Server:
         self.start()
@@ -118,8 +185,8 @@ class Server:
 
     def launch(self) -> None:
         """Starts the server's process, without waiting for it to answer."""
-        if self.spec.port is not None and port_in_use(self.spec.port):
-            raise ZprofError(f"port {self.spec.port} on {HOST} is already in use; pick another with --port")
+        if self.spec.port is not None:
+            self.waited_for_port = wait_for_port(self.spec.port)
         argv = self.spec.argv(self.port)
         with open(self.log_path, "ab") as log:
             try:
@@ -147,6 +214,9 @@ class Server:
                     reply = client.call("PING")
                 if reply in ("PONG", b"PONG"):
                     return
+                if isinstance(reply, ErrorReply) and not reply.message.startswith(STILL_STARTING):
+                    # It listens and answers, with an error: waiting longer tells nothing more.
+                    raise PingRefused(self.port, reply.message, self.log_tail())
                 last_error = RuntimeError(f"PING answered {reply!r}")
             except ProtocolError as error:
                 # Not a RESP server (or not one yet, on this port): no point in asking again.
@@ -209,12 +279,17 @@ class Server:
         return outside[0] if outside else None
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        """The log's last lines, for an error message, and a copy of the whole log that outlives the run's
+        directory (removed when the run ends): the path the message quotes must exist when it is read."""
         try:
             text = self.log_path.read_text(errors="replace")
         except FileNotFoundError:
             return ""
         tail = text.splitlines()[-lines:]
-        return f"Last lines of the server log ({self.log_path}):\n" + "\n".join(tail) if tail else ""
+        if not tail:
+            return ""
+        kept = keep_log(self.log_path, f"{self.run_dir.name}-server.log")
+        return f"Last lines of the server log ({kept or self.log_path}):\n" + "\n".join(tail)
 
     def crashed(self, what: str) -> ZprofError:
         code = self.process.poll() if self.process else None

@@ -4,15 +4,19 @@ only the first pipelined command, serves one connection at a time, or loses its 
 from __future__ import annotations
 
 import json
+import re
 import socket
 import sys
 import threading
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.conftest import MINIKV
 from tests.faults.conftest import FAKE_SERVERS, assert_clean
+from zprof.server import free_port
 
 SMALL_ALLOCS = ("--requests", "100000", "--warmup", "2000")
 SMALL_BENCH = ("--commands", "SET,GET", "--trials", "1", "--requests", "500", "--warmup", "50", "--keys", "0",
@@ -168,3 +172,35 @@ def test_a_server_that_crashes_under_the_probes_is_started_again(faults, minikv_
     assert_clean(zprof, done, 0, "under zprof's first probes, before any load), in 1 of 2 starts (signal 6, SIGABRT",
                  project=MINIKV, digest=minikv_digest)
     assert json.loads((output / "run.json").read_text())["complete"] is True
+
+
+def test_a_server_that_answers_ping_with_an_error_is_said_at_once(faults, minikv_digest, tmp_path):
+    """minikv answers every command, PING included, with -ERR Protocol error: allocs and init say so at once
+    (not after the 20 s ready timeout, nor as "listened on no port"), as bad input, and the log they quote
+    exists when the message is read."""
+    output = tmp_path / "out"
+    zprof, done = faults.run("allocs", "GET", "--project", str(MINIKV), "--server-args", "--fault error-ping",
+                             "--output", str(output))
+    assert_clean(zprof, done, 2, "answered PING on 127.0.0.1:", "with an error: -ERR Protocol error",
+                 project=MINIKV, digest=minikv_digest, output=output)
+    log = Path(re.search(r"server log \((\S+)\):", done.flat).group(1))  # type: ignore[union-attr]
+    assert log.is_file() and "minikv listening" in log.read_text()
+    zprof, done = faults.run("init", "--project", str(MINIKV), "--server-args", "--fault error-ping", "--dry-run")
+    assert_clean(zprof, done, 2, "with an error: -ERR Protocol error", project=MINIKV, digest=minikv_digest)
+    assert "listened on no port" not in done.flat
+
+
+def test_init_waits_for_a_fixed_port_that_stays_taken_a_moment(faults, minikv_digest):
+    """A server on a fixed port whose listening socket outlives it by 300 ms (a child holds it, as io_uring
+    holds an exiting server's): init starts it several times in a row, waits for the port each time, and
+    writes the fixed port. The port is one free now, not 6380: other runs on the machine may use that."""
+    port = free_port()
+    zprof, done = faults.run("init", "--project", str(MINIKV), "--port", str(port), "--start-command",
+                             f"{{binary}} --port {port}", "--server-args", "--fault linger-port", "--dry-run")
+    # The fault's child outlives the server by 300 ms, outside its process group: let it go before the check.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(f"--port {port}" in " ".join(p.info["cmdline"] or [])
+                                             for p in psutil.process_iter(["cmdline"])):
+        time.sleep(0.05)
+    assert_clean(zprof, done, 0, project=MINIKV, digest=minikv_digest)
+    assert f"port = {port}" in done.output and "already in use" not in done.output

@@ -5,13 +5,15 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import click
 from rich.console import Console
 from rich.table import Table
 
+from zprof.builder.needs import project_needs
+from zprof.builder.project import load_project
 from zprof.builder.toolchain import Version, find_zig
 from zprof.errors import ZprofError
 from zprof.procs import run_bounded
@@ -28,6 +30,7 @@ class Check:
     found: str
     fix: str = ""
     needed_for: str = ""
+    optional: bool = False  # zprof does without it, more slowly: missing, it fails nothing
 
 
 def _version_of(argv: list[str]) -> str | None:
@@ -45,6 +48,17 @@ def _tool(name: str, argv: list[str], package: str, needed_for: str) -> Check:
     if version is None:
         return Check(name, False, "not found" if not path else f"{path} does not run", f"{APT} {package}", needed_for)
     return Check(name, True, f"{version} ({path})", needed_for=needed_for)
+
+
+def project_checks(directory: str, zig: str | None) -> list[Check]:
+    """What the project at `directory` needs to build here (zprof.builder.needs)."""
+    project = load_project(directory)
+    try:
+        found = find_zig(zig)
+    except ZprofError:
+        found = None  # the zig row says why
+    needed_for = f"building {project.name}"
+    return [Check(need.what, need.ok, need.found, need.fix, needed_for) for need in project_needs(project, found)]
 
 
 def check_zig(explicit: str | None) -> Check:
@@ -78,24 +92,40 @@ def run_checks(zig: str | None) -> list[Check]:
         _tool("valgrind", ["valgrind", "--version"], "valgrind", "zprof memory --engine massif"),
         _tool("redis-server", ["redis-server", "--version"], "redis-server", "zprof bench"),
         _tool("redis-benchmark", ["redis-benchmark", "--version"], "redis-tools", "zprof bench"),
+        replace(_tool("llvm-symbolizer", ["llvm-symbolizer", "--version"], "llvm",
+                      "naming code fast (without it, zprof reads the DWARF itself)"), optional=True),
     ]
 
 
 @click.command("doctor")
 @click.option("--zig", default=None, help="The Zig compiler to check (default: as zprof finds it).")
-def doctor_command(zig: str | None) -> int:
+@click.option("--project", "project", default=None, metavar="DIR",
+              help="Also check what this project needs to build here: Zig against its minimum_zig_version, its "
+                   "build.zig.zon dependencies in Zig's package cache, the system libraries its build.zig links.")
+def doctor_command(zig: str | None, project: str | None) -> int:
     """Check every tool zprof may use and print the fix for what is missing."""
     console = Console()
-    checks = run_checks(zig)
+    checks = run_checks(zig) + (project_checks(project, zig) if project is not None else [])
     table = Table(title="zprof doctor", title_justify="left")
     for column in ("tool", "status", "found", "needed for"):
         table.add_column(column)
     for check in checks:
-        table.add_row(check.tool, "[green]ok[/]" if check.ok else "[red]missing[/]", check.found, check.needed_for)
+        status = "[green]ok[/]" if check.ok else "[yellow]optional[/]" if check.optional else "[red]missing[/]"
+        table.add_row(check.tool, status, check.found, check.needed_for)
     console.print(table)
-    missing = [check for check in checks if not check.ok]
+    for check in checks:
+        if not check.ok and check.optional:
+            console.print(f"Optional, {check.tool}: [bold]{check.fix}[/]", highlight=False)
+    missing = [check for check in checks if not check.ok and not check.optional]
     for check in missing:
         console.print(f"To fix {check.tool}: [bold]{check.fix}[/]", highlight=False)
     if not missing:
-        console.print("Everything zprof uses is here.")
+        console.print("Everything zprof uses is here" + (", and everything the project needs to build." if project
+                                                          else "."))
+    else:
+        lacking: dict[str, list[str]] = {}
+        for check in missing:
+            lacking.setdefault(check.needed_for, []).append(check.tool)
+        console.print("Will not work: " + "; ".join(f"{what} (missing {', '.join(tools)})"
+                                                    for what, tools in lacking.items()), highlight=False)
     return 1 if missing else 0

@@ -80,6 +80,9 @@ _SENTENCES: dict[str, Callable[[dict[str, Any]], str]] = {
     "flame.error-replies": lambda v: (f"{v['errors']:,} of the {v['requests']:,} requests during the recording got an "
                                       f"error reply (the first: {v['first_error']}): the profile includes their "
                                       "error paths."),
+    "server.port-waited": lambda v: (f"Port {v['port']} was still taken when the server was to start (the one "
+                                     f"before it keeps its socket a moment after it exits); zprof waited "
+                                     f"{v['seconds']:g} s for it to come free."),
     "server.start-crashes": lambda v: (f"{v['server']} crashed during start-up (before it answered PING, or under "
                                        f"zprof's first probes, before any load), in "
                                        f"{v['crashes']} of {v['starts']} starts ({v['how']}; see its log); zprof "

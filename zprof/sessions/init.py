@@ -18,11 +18,11 @@ from zprof.builder.build import REQUESTED
 from zprof.errors import ZprofError
 from zprof.load.driver import Workload
 from zprof.load.probe import PROBE_TIMEOUT_S, probe
-from zprof.load.resp import SyncClient
+from zprof.load.resp import ErrorReply, SyncClient
 from zprof.load.support import NOT_CHECKED, ZPROF_OWN, Support, check
 from zprof.load.workloads import MIX, TIERS, bench_workload
 from zprof.progress import Reporter
-from zprof.server import HOST, Server, ServerSpec, Starts, free_port, fresh_server
+from zprof.server import HOST, PingRefused, Server, ServerSpec, Starts, free_port, fresh_server
 from zprof.sessions.target import Built, TargetOptions, build_target, run_directory, server_spec
 
 # What zprof does without a command it relies on (its own, or MSET for bench's memory load) when the server
@@ -88,6 +88,8 @@ def _start(options: TargetOptions, start_given: bool, built: Built, run_dir: Pat
     try:
         with fresh_server(replace(spec, port=port), run_dir, Starts()):
             return spec, "port flag"
+    except PingRefused:
+        raise  # it took the port and answered: the reply is what is wrong, not where it listens
     except ZprofError as failed:
         first_error = failed
     # No answer on the port zprof chose: the server ignores --port (or refuses it). Where does it listen?
@@ -123,16 +125,22 @@ def _listens_on(spec: ServerSpec, run_dir: Path) -> int | None:
                     return port
             time.sleep(0.1)
         return None
+    except PingRefused as refused:
+        raise PingRefused(refused.port, refused.reply, server.log_tail()) from refused
     finally:
         server.stop()
 
 
 def _answers_ping(port: int) -> bool:
+    """Whether the server answers PING on `port`; PingRefused when it answers with an error."""
     try:
         with SyncClient(HOST, port, PROBE_TIMEOUT_S) as client:
-            return client.call("PING") in ("PONG", b"PONG")
+            reply = client.call("PING")
     except (OSError, TimeoutError, ConnectionError):
         return False
+    if isinstance(reply, ErrorReply):
+        raise PingRefused(port, reply.message, "")
+    return reply in ("PONG", b"PONG")
 
 
 def _ask(port: int, workload: Workload) -> Support:

@@ -120,6 +120,10 @@ def parse_env(pairs: tuple[str, ...]) -> list[tuple[str, str]]:
     return parsed
 
 
+# A wait for a fixed port to come free worth a note: longer than a few polls.
+PORT_WAIT_WORTH_SAYING_S = 0.2
+
+
 @contextmanager
 def run_directory(kind: str) -> Iterator[Path]:
     """A private directory (mode 0700) for one run's server, log and counters; removed afterwards, or by
@@ -215,6 +219,8 @@ def start_notes(spec: ServerSpec, server: Server, starts: Starts, label: str) ->
     if starts.crashes:
         notes.append(Note("server.start-crashes", {"server": label, "crashes": starts.crashes,
                                                     "starts": starts.starts, "how": starts.last_crash}))
+    if server.waited_for_port >= PORT_WAIT_WORTH_SAYING_S:
+        notes.append(Note("server.port-waited", {"port": server.port, "seconds": round(server.waited_for_port, 2)}))
     port_vars = [name for name, value in spec.env.items() if "{port}" in value]
     if port_vars:
         notes.append(Note("server.port-from-env", {"names": port_vars, "port": server.port}))

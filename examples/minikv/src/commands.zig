@@ -172,6 +172,7 @@ pub fn lookup(name: []const u8, linear_lookup: bool) ?*const Command {
 /// write the reply are returned; command errors become error replies.
 pub fn execute(ctx: *Context, args: []const []const u8) Writer.Error!void {
     std.debug.assert(args.len > 0);
+    if (ctx.faults.contains(.error_ping)) return resp.writeError(ctx.out, faults.error_ping_reply);
     const found = lookup(args[0], ctx.defects.contains(.linear_lookup));
     if (ctx.faults.contains(.ok_to_unknown) and answersOkWithoutRunning(found)) {
         return resp.writeSimpleString(ctx.out, "OK");
@@ -825,6 +826,16 @@ test "a known but unimplemented command says so" {
     var server: TestServer = .init(testing.allocator);
     defer server.deinit();
     try server.expect("append k v", "-ERR 'append' is not implemented by minikv\r\n");
+}
+
+test "error-ping answers every command with an error, PING included" {
+    var server: TestServer = .init(testing.allocator);
+    defer server.deinit();
+    server.faults = .initOne(.error_ping);
+    try server.expect("PING", "-ERR Protocol error\r\n");
+    try server.expect("SET k v", "-ERR Protocol error\r\n");
+    server.faults = .initEmpty();
+    try server.expect("PING", "+PONG\r\n");
 }
 
 test "ok-to-unknown answers +OK to what minikv lacks, and to DBSIZE, FLUSHALL and MSET without running them" {

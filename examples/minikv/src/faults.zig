@@ -19,6 +19,14 @@ pub const Fault = enum {
     /// `+OK` instead of an error, and so do the commands in `ok_without_running`,
     /// which then do nothing: a server that claims commands it lacks.
     ok_to_unknown,
+    /// Every command, PING included, gets `error_ping_reply`: a server that
+    /// listens and answers, but not as zprof can drive it.
+    error_ping,
+    /// At start-up a child process takes a copy of the listening socket and,
+    /// in a session of its own, holds it until `linger_ms` after minikv has
+    /// exited: the port stays taken a moment after the server is gone, as an
+    /// io_uring server's does.
+    linger_port,
 
     pub fn flagName(fault: Fault) []const u8 {
         return flags.name(Fault, fault);
@@ -59,6 +67,25 @@ pub const sporadic_error_reply = "-ERR planted sporadic error\r\n";
 /// running them: those zprof relies on to empty and count the keyspace, and
 /// the batch write it loads keys with.
 pub const ok_without_running = [_][]const u8{ "DBSIZE", "FLUSHALL", "MSET" };
+pub const error_ping_reply = "ERR Protocol error";
+pub const linger_ms = 300;
+
+/// `linger-port`: forks the child that keeps the listening socket (its
+/// copy, inherited) until `linger_ms` after this process has exited. The
+/// child leaves the process group, so that what stops minikv's group does
+/// not stop it, and checks for its parent's exit every 10 ms.
+pub fn lingerOnExit() void {
+    const parent = std.os.linux.getpid();
+    const pid = std.posix.fork() catch |err| {
+        std.debug.print("minikv: cannot fork for --fault linger-port: {s}\n", .{@errorName(err)});
+        return;
+    };
+    if (pid != 0) return;
+    _ = std.os.linux.setsid();
+    while (std.os.linux.getppid() == parent) std.Thread.sleep(10 * std.time.ns_per_ms);
+    std.Thread.sleep(linger_ms * std.time.ns_per_ms);
+    std.process.exit(0);
+}
 
 /// What the faults depend on, shared by every client's thread.
 pub const Traffic = struct {

@@ -167,6 +167,8 @@ pub fn main() void {
         std.process.exit(1);
     };
 
+    if (options.faults.contains(.linger_port)) faults.lingerOnExit();
+
     var server: Server = .init(gpa, options.defects, options.faults, options.limits, options.scratch);
     server.append_log = append_log;
     std.debug.print("minikv listening on 127.0.0.1:{d}\n", .{listener.listen_address.getPort()});
