@@ -204,3 +204,14 @@ def test_init_waits_for_a_fixed_port_that_stays_taken_a_moment(faults, minikv_di
         time.sleep(0.05)
     assert_clean(zprof, done, 0, project=MINIKV, digest=minikv_digest)
     assert f"port = {port}" in done.output and "already in use" not in done.output
+
+
+def test_init_names_the_port_a_server_listens_on_without_answering(faults, minikv_digest):
+    """minikv hangs on its first request (--hang-after 0): it listens on the port it was given and answers
+    nothing. init does not call that "listened on no port": it names the port it saw and that PING went
+    unanswered there."""
+    zprof, done = faults.run("init", "--project", str(MINIKV), "--server-args", "--hang-after 0",
+                             "--ready-timeout", "3", "--dry-run")
+    assert_clean(zprof, done, 2, "could not find how to start the server", "but did not answer PING there",
+                 project=MINIKV, digest=minikv_digest)
+    assert "listened on no port" not in done.flat

@@ -93,14 +93,17 @@ def _start(options: TargetOptions, start_given: bool, built: Built, run_dir: Pat
     except ZprofError as failed:
         first_error = failed
     # No answer on the port zprof chose: the server ignores --port (or refuses it). Where does it listen?
+    silent: set[int] = set()  # ports it listened on without answering PING there
     for start_command in (options.start_command, "{binary}"):
-        listening = _listens_on(replace(spec, start_command=start_command, port=None), run_dir)
+        listening = _listens_on(replace(spec, start_command=start_command, port=None), run_dir, silent)
         if listening is not None:
             return replace(spec, start_command=start_command.replace(" --port {port}", ""), port=listening), \
                 "fixed port"
+    where = (f"it listened on {HOST} port {', '.join(map(str, sorted(silent)))} but did not answer PING there"
+             if silent else "it listened on no port zprof could find")
     raise ZprofError("zprof init could not find how to start the server",
                      detail=f"With `{options.start_command}` it did not answer PING on the port zprof chose "
-                            f"({first_error.message}), and it listened on no port zprof could find. Pass "
+                            f"({first_error.message}), and {where}. Pass "
                             "--start-command (with {port} where the port goes), --port N for a server on a fixed "
                             "port, or --env NAME={port} for one that reads its port from the environment.")
 
@@ -110,9 +113,10 @@ def _check_starts(spec: ServerSpec, run_dir: Path) -> None:
         pass
 
 
-def _listens_on(spec: ServerSpec, run_dir: Path) -> int | None:
+def _listens_on(spec: ServerSpec, run_dir: Path, silent: set[int]) -> int | None:
     """Starts the server without waiting for PING on a port of zprof's, and finds the port it
-    listens on by itself; None when it listens on none (or exits)."""
+    listens on by itself; None when it listens on none that answers PING (or exits). The ports it
+    listened on without answering go into `silent`."""
     probe_spec = replace(spec, port=free_port())  # a port for {port}, which this start command does not use
     server = Server(probe_spec, run_dir)
     try:
@@ -123,6 +127,7 @@ def _listens_on(spec: ServerSpec, run_dir: Path) -> int | None:
             for port in ports:
                 if _answers_ping(port):
                     return port
+                silent.add(port)
             time.sleep(0.1)
         return None
     except PingRefused as refused:
