@@ -69,7 +69,17 @@ def check_zig(explicit: str | None) -> Check:
     if Version.parse(zig.version) < Version.parse(SUPPORTED_ZIG):
         return Check("zig", False, f"{zig.version} at {zig.exe} (zprof's shim needs 0.15)",
                      "pip install ziglang==0.15.2, then --zig PATH", "building the target")
-    return Check("zig", True, f"{zig.version} ({zig.exe}, from {zig.found_by})", needed_for="building the target")
+    return Check("zig", True, f"{zig.version} ({_shown(zig.exe)}, from {zig.found_by})",
+                 needed_for="building the target")
+
+
+def _shown(path: Path) -> str:
+    """A path under the working directory relative to it (the checkout's .venv): shorter, and the same in
+    every checkout, so the table is laid out alike wherever it runs."""
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def check_perf() -> Check:
