@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import MINIKV
-from zprof.analysis.hotspots import share_changes, summarise
+from zprof.analysis.hotspots import debug_capture_share, share_changes, summarise
 from zprof.analysis.perf_script import parse_perf_script
 from zprof.analysis.stacks import Frame, ProfileBuilder, StackProfile, parse_folded, profile_from_json
 from zprof.collect.perf import script
@@ -283,3 +283,14 @@ def test_a_diff_names_the_function_whose_own_code_moved_before_the_callers_it_li
     assert changes[0].function == "defects.spinScore" and changes[0].self_delta == pytest.approx(0.60)
     entry_change = next(change for change in changes if change.function == "Thread.entryFn")
     assert entry_change.delta == pytest.approx(0.90) and entry_change.self_delta == 0
+
+
+def test_the_debug_allocators_stack_capture_is_counted_apart_from_its_other_work():
+    """Zoltraak-like Debug builds spend most samples in DebugAllocator's captureStackTrace (process_vm_readv
+    under debug.MemoryAccessor): those count, the allocator's own bookkeeping does not."""
+    alloc = Frame("heap.debug_allocator.DebugAllocator(.{}).alloc", "/lib/std/heap/debug_allocator.zig", 700, "std")
+    capture = Frame("debug.captureStackTrace", "/lib/std/debug.zig", 500, "std")
+    read = Frame("debug.MemoryAccessor.read", "/lib/std/debug/MemoryAccessor.zig", 40, "std")
+    profile = profile_of(([MAIN, HANDLE, alloc, capture, read], 76), ([MAIN, HANDLE, alloc], 14), ([MAIN, LOOP], 10))
+    assert debug_capture_share(profile) == pytest.approx(0.76)
+    assert debug_capture_share(profile_of(([MAIN, HANDLE, alloc], 14), ([MAIN, LOOP], 10))) == 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from zprof.analysis.stacks import StackProfile
+from zprof.analysis.stacks import StackProfile, StackSample
 from zprof.model.common import Note
 from zprof.model.flame import FunctionShare, ProfileSummary, ShareChange
 
@@ -77,3 +77,17 @@ def share_changes(before: StackProfile, after: StackProfile, top: int = 15) -> l
     ]
     changes.sort(key=lambda change: (-abs(change.self_delta), -abs(change.delta), change.function))
     return changes[:top]
+
+
+def debug_capture_share(profile: StackProfile) -> float:
+    """The share of samples in the Debug allocator's stack capture: a DebugAllocator frame above a stack walk
+    (debug.captureStackTrace, whose MemoryAccessor reads memory with process_vm_readv)."""
+    frames = profile.frames
+
+    def capturing(sample: StackSample) -> bool:
+        names = [frames[index].name for index in sample.stack]
+        return any("DebugAllocator" in name or "GeneralPurposeAllocator" in name for name in names) and any(
+            "captureStackTrace" in name or "MemoryAccessor" in name or "StackIterator" in name for name in names)
+
+    total = profile.total_weight
+    return round(profile.weight_of(capturing) / total, 4) if total else 0.0

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import TypeVar
 
 from zprof import artifact
+from zprof.analysis.hotspots import debug_capture_share
 from zprof.analysis.judgement import judge_validation
 from zprof.analysis.recommendations import ErrorReplies, Evidence, ProfileCosts, profile_costs, recommend
-from zprof.analysis.stacks import StackProfile, StackSample
+from zprof.analysis.stacks import StackProfile
 from zprof.errors import EveryRequestFailed, PartialRun, ZprofError
 from zprof.load.workloads import DEFAULT_KEYSPACE, bench_workload, mixed_workload, workload_for
 from zprof.model.allocs import AllocsRun
@@ -223,20 +224,6 @@ def validate(options: ValidateOptions, out_dir: Path, progress: Reporter) -> Val
         notes=[Note("validate.quick", {"trials": QUICK.bench_trials, "seconds": QUICK.min_trial_seconds,
                                          "keys": QUICK.bench_keys})] if options.quick else [], regress=regress,
         regression_missing=_regression_missing(baseline, regress, validation.parts))
-
-
-def debug_capture_share(profile: StackProfile) -> float:
-    """The share of samples in the Debug allocator's stack capture: a DebugAllocator frame above a stack walk
-    (debug.captureStackTrace, whose MemoryAccessor reads memory with process_vm_readv)."""
-    frames = profile.frames
-
-    def capturing(sample: StackSample) -> bool:
-        names = [frames[index].name for index in sample.stack]
-        return any("DebugAllocator" in name or "GeneralPurposeAllocator" in name for name in names) and any(
-            "captureStackTrace" in name or "MemoryAccessor" in name or "StackIterator" in name for name in names)
-
-    total = profile.total_weight
-    return round(profile.weight_of(capturing) / total, 4) if total else 0.0
 
 
 def _baseline(options: ValidateOptions) -> Baseline | None:
