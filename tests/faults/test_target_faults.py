@@ -28,6 +28,14 @@ def fake(fault: str) -> tuple[str, ...]:
     return ("--start-command", f"{sys.executable} {FAKE_SERVERS} {fault} --port {{port}} --binary {{binary}}")
 
 
+def crashes_in_its_first_start(tmp_path: Path, crash_after: int) -> str:
+    """A start command: the first start of minikv aborts after `crash_after` requests (--crash-after), every
+    later one runs as it is; a marker file under `tmp_path` tells the two apart."""
+    marker = tmp_path / "started-once"
+    return ("sh -c 'if [ -e \"$2\" ]; then exec \"$0\" --port \"$1\"; fi; : > \"$2\"; "
+            f"exec \"$0\" --port \"$1\" --crash-after {crash_after}' {{binary}} {{port}} {marker}")
+
+
 def fake_target(fault: str) -> tuple[str, ...]:
     """The same, as bench's target (run as it is, not built)."""
     return ("--target-binary", sys.executable, "--start-command", f"{{binary}} {FAKE_SERVERS} {fault} --port {{port}}")
@@ -144,9 +152,7 @@ def test_the_server_refuses_its_arguments(faults, minikv_digest, tmp_path):
 def test_a_server_that_crashes_at_start_up_is_counted_after_its_restart(faults, minikv_digest, tmp_path):
     """The first start attaches to the shim's counter file and crashes on its first request (PING); zprof
     starts it again, with a fresh counter file: the restarted server counts, not a file the dead one owned."""
-    marker = tmp_path / "started-once"
-    start = ("sh -c 'if [ -e \"$2\" ]; then exec \"$0\" --port \"$1\"; fi; : > \"$2\"; "
-             f"exec \"$0\" --port \"$1\" --crash-after 0' {{binary}} {{port}} {marker}")
+    start = crashes_in_its_first_start(tmp_path, 0)
     output = tmp_path / "out"
     zprof, done = faults.run("allocs", "SET", "--project", str(MINIKV), "--requests", "2000", "--warmup", "500",
                              "--start-command", start, "--output", str(output))
@@ -162,10 +168,8 @@ def test_a_server_that_crashes_under_the_probes_is_started_again(faults, minikv_
     """Zoltraak's start-up race: the server answers PING, then dies of a signal of its own while zprof probes it,
     before any load. That is a crash at start-up, and zprof starts it again like one (it gave up the whole
     measurement before)."""
-    marker = tmp_path / "started-once"
     # The ready check's PING is minikv's first request; the probes' third request is its fourth, and aborts it.
-    start = ("sh -c 'if [ -e \"$2\" ]; then exec \"$0\" --port \"$1\"; fi; : > \"$2\"; "
-             f"exec \"$0\" --port \"$1\" --crash-after 3' {{binary}} {{port}} {marker}")
+    start = crashes_in_its_first_start(tmp_path, 3)
     output = tmp_path / "out"
     zprof, done = faults.run("allocs", "SET", "--project", str(MINIKV), "--requests", "2000", "--warmup", "500",
                              "--start-command", start, "--output", str(output))
