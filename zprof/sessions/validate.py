@@ -205,9 +205,10 @@ def validate(options: ValidateOptions, out_dir: Path, progress: Reporter) -> Val
     regress = None if baseline is None else _regression_check(validation, baseline)
 
     costs = profile_costs(profile, options.commands) if profile is not None else ProfileCosts({}, 0.0)
-    recommendations = recommend(Evidence(allocs, flame_run, costs, memory_run, bench_run, validation.failed_requests,
-                                         debug_capture_share(profile) if profile is not None else None))
-    target_info = _target_info(allocs, flame_run, memory_run, bench_run)
+    evidence = Evidence(allocs, flame_run, costs, memory_run, bench_run, validation.failed_requests,
+                        debug_capture_share(profile) if profile is not None else None)
+    recommendations = recommend(evidence)
+    target_info = evidence.target
     if target_info is None:
         raise ZprofError("no part of the validation could be measured",
                          detail="\n".join(f"{part.name}: {part.error}" for part in validation.parts if part.error))
@@ -261,16 +262,6 @@ def _flame_files(profiled: Profiled, directory: Path) -> None:
 def _memory_files(run: MemoryRun, directory: Path) -> MemoryRun:
     run.files = [str(path) for path in write_memory_pictures(run, directory)]
     return run
-
-
-def _target_info(*runs: object):  # type: ignore[no-untyped-def]
-    for run in runs:
-        if isinstance(run, list):
-            if run:
-                return run[0].target
-        elif run is not None:
-            return run.target  # type: ignore[attr-defined]
-    return None
 
 
 def _judged(command: CommandComparison, metric: str) -> float | None:
