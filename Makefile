@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 ZPROF := $(VENV)/bin/zprof
-DEBIAN_PACKAGES := redis-server redis-tools linux-perf valgrind binutils llvm chromium chromium-driver golang-go
+DEBIAN_PACKAGES := redis-server redis-tools linux-perf valgrind binutils llvm gdb chromium chromium-driver golang-go
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test check docs lint bench profile system-packages clean

@@ -82,12 +82,18 @@ MINIKV = "examples/minikv"
 DEMO_DEFECTS = "--defect alloc-reply --defect hot-loop"
 BASELINE_SAVE = ("baseline", "save", "--commands", "HSET,ZADD")
 VALIDATE = ("validate", "--quick", "--project", MINIKV, "--server-args", DEMO_DEFECTS)
+ROOT_CAUSES = ("validate", "--quick", "--project", MINIKV, "--commands", "SET,GET", "--build-arg", "-Dfat-value=true",
+               "--server-args", "--fault crash-at-start --defect write-per-part")
 EXAMPLES: tuple[Example, ...] = (
     Example("validate-summary", VALIDATE, show="summary"),
+    Example("validate-root-causes", ROOT_CAUSES, show="summary"),
     Example("validate-priority", VALIDATE, show="report.md", section="### Priority 1: "),
     Example("validate-summary-md", VALIDATE, show="report.md", section="## Executive Summary"),
     Example("allocs", ("allocs", "HSET", "--project", MINIKV, "--server-args", "--defect alloc-reply")),
     Example("flame", ("flame", "--project", MINIKV, "--server-args", "--defect hot-loop", "--duration", "5")),
+    Example("memory-entries", ("memory", "--command", "SET", "--project", MINIKV, "--build-arg", "-Dfat-value=true",
+                               "--duration", "4")),
+    Example("syscalls", ("syscalls", "GET", "--project", MINIKV, "--server-args", "--defect write-per-part")),
     Example("memory", ("memory", "--command", "SET", "--project", MINIKV, "--server-args", "--defect leak",
                        "--duration", "10")),
     Example("bench", ("bench", "--project", MINIKV, "--commands", "SET,GET,ZADD", "--server-args",
@@ -98,8 +104,8 @@ EXAMPLES: tuple[Example, ...] = (
     Example("init", ("init", "--project", MINIKV, "--dry-run"), kind="live"),
     Example("doctor", ("doctor",), kind="live"),
     *(Example(f"help-{name}", (*name.split("-"), "--help"), kind="help") for name in (
-        "validate", "allocs", "flame", "memory", "bench", "baseline", "baseline-save", "baseline-list",
-        "baseline-show", "baseline-history", "regress", "report", "init", "doctor", "build")),
+        "validate", "allocs", "flame", "memory", "syscalls", "bench", "compare", "baseline", "baseline-save",
+        "baseline-list", "baseline-show", "baseline-history", "regress", "report", "init", "doctor", "build")),
 )
 BY_NAME = {example.name: example for example in EXAMPLES}
 

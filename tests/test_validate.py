@@ -126,6 +126,12 @@ def test_with_no_defect_nothing_is_critical(validated):
     assert not any(r["rule"] == "synchronous-io" for r in report["recommendations"]), done.output
     assert not any(r["function"] and r["function"].startswith("defects.") for r in report["recommendations"])
     assert done.returncode == EXIT_BY_VERDICT[report["verdict"]], done.output
+    # minikv allocates through the Debug allocator in its ReleaseFast build: a finding, with its measured share.
+    allocator = next(r for r in report["recommendations"] if r["rule"] == "program-allocator")
+    assert "DebugAllocator" in allocator["evidence"] and allocator["bound_percent"] is not None, allocator
+    assert not allocator["critical"]
+    # One receive and one send per request: no system call finding.
+    assert not any(r["rule"] == "syscalls-per-request" for r in report["recommendations"]), done.output
 
 
 def test_writes_that_fail_once_the_store_is_full_block_and_a_debug_build_is_said_everywhere(validated):
@@ -146,6 +152,38 @@ def test_writes_that_fail_once_the_store_is_full_block_and_a_debug_build_is_said
     summary, verdict = text.split("## 1.", 1)[0], text.split("## 5. Final Verdict", 1)[1]
     assert "- Build: Debug: the CPU time" in summary and "not representative" in summary
     assert "not representative" in verdict
+
+
+# Four of issue 24's root causes at once, each a finding of its own: a start-up crash in every other start, a
+# value type made large by an inline array (built in), a reply sent in three parts, and a fast allocator.
+ROOT_CAUSES = ((), "SET,GET", ("--build-arg", "-Dfat-value=true", "--server-args",
+                               "--fault crash-at-start --allocator smp --defect write-per-part"))
+
+
+def test_root_causes_are_named_where_they_are(validated):
+    done, out, report = validated(*ROOT_CAUSES)
+    assert report is not None, done.output
+    found = {r["rule"]: r for r in report["recommendations"]}
+    # The crash: critical, at the line that crashes, counted over the starts (half crash: a pid that is even).
+    crash = found["server-crash"]
+    assert crash["critical"] and crash["function"] == "faults.crashAtStart", crash
+    assert crash["file"].endswith("examples/minikv/src/faults.zig") and crash["line"] > 0
+    assert re.search(r"in \d+ of \d+ starts", crash["evidence"]) and "SIGSEGV" in crash["evidence"]
+    assert report["verdict"] == "needs-work" and done.returncode == 1
+    assert f"critical: {crash['title']}" in report["blockers"]
+    # Memory per key: the type, its size and the field, with the saving boxing it would bring.
+    per_key = found["memory-per-key"]
+    assert per_key["title"].endswith("keyspace.Value.sketch"), per_key
+    assert "keyspace.Value of 4,104 B" in per_key["evidence"] and "registers: [4096]u8" in per_key["evidence"]
+    assert "hold `sketch` through a pointer" in per_key["fix"]
+    # Three sends per reply, named at the function that makes them.
+    sends = [r for r in report["recommendations"] if r["rule"] == "syscalls-per-request"]
+    assert sends and all(r["function"] == "defects.writeReplyInParts" for r in sends), sends
+    assert any("3.0 socket" in r["evidence"] for r in sends), sends
+    # smp_allocator is no finding, as the Debug allocator is in the run without defects.
+    assert "program-allocator" not in found
+    text = (out / "report.md").read_text()
+    assert "System calls per request (one client, no pipelining)" in text and "In the kernel, by cause:" in text
 
 
 def test_report_md_follows_the_procedures_layout(validated):

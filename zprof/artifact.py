@@ -31,13 +31,16 @@ from zprof.files import write_text_atomically
 from zprof.model.allocs import AllocsRun
 from zprof.model.baseline import Baseline, RegressRun
 from zprof.model.bench import BenchRun
+from zprof.model.compare import CompareRun
 from zprof.model.flame import FlameDiffRun, FlameRun
 from zprof.model.memory import MassifRun, MemoryRun
+from zprof.model.syscalls import SyscallsRun
 from zprof.model.validate import ValidateRun
 
 RUN_FILE = "run.json"
 
-Run = AllocsRun | MemoryRun | MassifRun | BenchRun | FlameRun | FlameDiffRun | ValidateRun | Baseline | RegressRun
+Run = (AllocsRun | MemoryRun | MassifRun | BenchRun | FlameRun | FlameDiffRun | ValidateRun | Baseline | RegressRun
+       | SyscallsRun | CompareRun)
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,8 @@ class Kind:
 
 KINDS = (Kind("allocs", 3, AllocsRun), Kind("memory", 2, MemoryRun), Kind("memory.massif", 2, MassifRun),
          Kind("bench", 4, BenchRun), Kind("flame", 2, FlameRun), Kind("flame.diff", 1, FlameDiffRun),
-         Kind("validate", 1, ValidateRun), Kind("baseline", 1, Baseline), Kind("regress", 1, RegressRun))
+         Kind("validate", 1, ValidateRun), Kind("baseline", 1, Baseline), Kind("regress", 1, RegressRun),
+         Kind("syscalls", 1, SyscallsRun), Kind("compare", 1, CompareRun))
 _BY_TYPE = {kind.type: kind for kind in KINDS}
 _BY_NAME = {kind.name: kind for kind in KINDS}
 ENVELOPE = ("schema", "zprof_version", "created", "command_line")

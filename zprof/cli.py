@@ -20,12 +20,14 @@ from zprof.commands.allocs import allocs_command
 from zprof.commands.baseline import baseline_group
 from zprof.commands.bench import bench_command
 from zprof.commands.build import build_command
+from zprof.commands.compare import compare_command
 from zprof.commands.doctor import doctor_command
 from zprof.commands.flame import flame_command
 from zprof.commands.init import init_command
 from zprof.commands.memory import memory_command
 from zprof.commands.regress import regress_command
 from zprof.commands.report import report_command
+from zprof.commands.syscalls import syscalls_command
 from zprof.commands.validate import validate_command
 from zprof.errors import EXIT_INTERNAL, EXIT_USAGE, ZprofError
 
@@ -47,12 +49,14 @@ cli.add_command(allocs_command)
 cli.add_command(baseline_group)
 cli.add_command(bench_command)
 cli.add_command(build_command)
+cli.add_command(compare_command)
 cli.add_command(doctor_command)
 cli.add_command(flame_command)
 cli.add_command(init_command)
 cli.add_command(memory_command)
 cli.add_command(regress_command)
 cli.add_command(report_command)
+cli.add_command(syscalls_command)
 cli.add_command(validate_command)
 
 

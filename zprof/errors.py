@@ -6,8 +6,10 @@ from __future__ import annotations
 # target that misbehaved after it was started.
 EXIT_USAGE = 2
 EXIT_TARGET = 1
+# The two gates (compare, regress) when the run could not tell a change within the threshold from one beyond it.
+EXIT_INCONCLUSIVE = 3
 # A bug in zprof itself: an exception nobody expected (`zprof --debug` shows its traceback).
-EXIT_INTERNAL = 3
+EXIT_INTERNAL = 4
 
 
 class ZprofError(Exception):
@@ -31,6 +33,15 @@ class PartialRun(ZprofError):
     def __init__(self, error: ZprofError, run: object) -> None:
         super().__init__(error.message, detail=error.detail, exit_code=error.exit_code)
         self.run = run
+        self.stack = getattr(error, "stack", None)  # where the server crashed, when that is what stopped it
+
+
+class ServerCrashed(ZprofError):
+    """The server died of a signal of its own; `stack` (a zprof.collect.crash.CrashStack) says where."""
+
+    def __init__(self, message: str, *, detail: str, stack: object) -> None:
+        super().__init__(message, detail=detail, exit_code=EXIT_TARGET)
+        self.stack = stack
 
 
 class EveryRequestFailed(ZprofError):

@@ -9,7 +9,7 @@ import ctypes
 import os
 import signal
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,13 +27,21 @@ def die_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def spawn(argv: list[str], *, env: Mapping[str, str] | None = None, **popen: Any) -> subprocess.Popen:
+def spawn(argv: list[str], *, env: Mapping[str, str] | None = None, before_exec: Callable[[], None] | None = None,
+          **popen: Any) -> subprocess.Popen:
     """Popen in a new session (so a process group of its own, out of reach of the terminal's Ctrl-C,
     which zprof handles), with the run's mark in its environment, recorded before it can do anything
-    worth stopping: the registry's entry exists before the process does."""
+    worth stopping: the registry's entry exists before the process does. `before_exec` runs in the child
+    too (a server's core limit, `zprof.collect.crash`)."""
     run = registry.current()
     environment = {**(os.environ if env is None else env), **run.environment()}
-    process = subprocess.Popen(argv, env=environment, start_new_session=True, preexec_fn=die_with_parent, **popen)
+
+    def prepare() -> None:
+        die_with_parent()
+        if before_exec is not None:
+            before_exec()
+
+    process = subprocess.Popen(argv, env=environment, start_new_session=True, preexec_fn=prepare, **popen)
     run.add_process(process.pid)
     return process
 

@@ -18,8 +18,10 @@ from pathlib import Path
 
 import psutil
 
-from zprof.errors import EXIT_TARGET, ZprofError
+from zprof.collect.crash import CrashStack, allow_core_dumps, capture
+from zprof.errors import EXIT_TARGET, ServerCrashed, ZprofError
 from zprof.load.resp import ErrorReply, ProtocolError, SyncClient
+from zprof.model.common import Note
 from zprof.paths import cache_dir
 from zprof.procs import kill_group, spawn
 
@@ -166,6 +168,8 @@ class Server:
         self.port = spec.port or free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.waited_for_port = 0.0  # seconds the fixed port took to come free before the start
+        self._log_start = 0  # where this start's lines begin in the log, which restarts share
+        self._crash: CrashStack | None = None
 
     def __enter__(self) -> Server:
         self.start()
@@ -189,9 +193,11 @@ class Server:
             self.waited_for_port = wait_for_port(self.spec.port)
         argv = self.spec.argv(self.port)
         with open(self.log_path, "ab") as log:
+            self._log_start = log.tell()
             try:
                 self.process = spawn(argv, cwd=self.workdir, env={**os.environ, **self.spec.environment(self.port)},
-                                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+                                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                     before_exec=allow_core_dumps)
             except OSError as error:
                 raise ZprofError(f"cannot start the server ({shlex.join(argv)}): {error}") from error
 
@@ -294,7 +300,26 @@ class Server:
     def crashed(self, what: str) -> ZprofError:
         code = self.process.poll() if self.process else None
         how = _how(code) if code is not None else "still running"
-        return ZprofError(f"the server {what} ({how})", detail=self.log_tail(), exit_code=EXIT_TARGET)
+        stack = self.crash_stack()
+        if stack is None:
+            return ZprofError(f"the server {what} ({how})", detail=self.log_tail(), exit_code=EXIT_TARGET)
+        return ServerCrashed(f"the server {what} ({how})", stack=stack,
+                             detail=self.log_tail() + f"\nWhere it crashed: {stack.summary()}")
+
+    def crash_stack(self) -> CrashStack | None:
+        """Where the server was when it died of a signal of its own; None while it runs or when it exited."""
+        code = self.process.poll() if self.process else None
+        if not _own_signal(code):
+            return None
+        if self._crash is None:
+            try:
+                with open(self.log_path, "rb") as log:
+                    log.seek(self._log_start)
+                    printed = log.read().decode(errors="replace")
+            except OSError:
+                printed = ""
+            self._crash = capture(self.spec.binary, self.workdir, printed, self.pid, _how(code))  # type: ignore[arg-type]
+        return self._crash
 
     def stop(self) -> None:
         """SIGTERM to the server's process group, then SIGKILL; idempotent."""
@@ -315,6 +340,15 @@ class Starts:
     starts: int = 0
     crashes: int = 0
     last_crash: str | None = None  # "signal 11, SIGSEGV"
+    stack: CrashStack | None = None  # where the first crash was
+
+    def note(self, label: str) -> Note | None:
+        """The run's note on crashed starts, with where the first one crashed; None when none did."""
+        if not self.crashes:
+            return None
+        return Note("server.start-crashes", {"server": label, "crashes": self.crashes, "starts": self.starts,
+                                              "how": self.last_crash,
+                                              "stack": self.stack.to_json() if self.stack else None})
 
 
 class _Elsewhere:
@@ -391,6 +425,8 @@ def fresh_server(spec: ServerSpec, run_dir: Path, starts: Starts, label: str = "
             crashes += 1
             starts.crashes += 1
             starts.last_crash = _how(code)
+            if starts.stack is None:
+                starts.stack = server.crash_stack()
             if crashes == START_ATTEMPTS:
                 raise ZprofError(f"{label} crashed during start-up in all {START_ATTEMPTS} attempts "
                                  f"({starts.last_crash})", detail=error.detail, exit_code=error.exit_code) from error

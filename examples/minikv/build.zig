@@ -9,6 +9,7 @@ pub fn build(b: *std.Build) void {
     shape.addOption(u16, "fixed_port", b.option(u16, "fixed-port", "Listen on this port, whatever --port says") orelse 0);
     shape.addOption([]const u8, "port_env", b.option([]const u8, "port-env", "Take the port from this environment variable, whatever --port says") orelse "");
     shape.addOption(bool, "basic_commands", b.option(bool, "basic-commands", "Answer only PING, SET, GET and DEL (and SHUTDOWN); every other command is unknown") orelse false);
+    shape.addOption(bool, "fat_value", b.option(bool, "fat-value", "Give the keyspace's Value an inline 4 KiB variant no command uses, so every table entry is larger than 4 KiB") orelse false);
 
     const root_module = b.createModule(.{
         .root_source_file = b.path("src/main.zig"),

@@ -303,7 +303,7 @@ class UnitReader:
             ranges = self.ranges(attrs)
             if ranges and not _covers_any(ranges, wanted):
                 if abbrev.has_children:
-                    pos = self._skip_subtree(pos)
+                    pos = self.skip_subtree(pos)
                 continue
             if ranges and abbrev.tag != LEXICAL_BLOCK:
                 call_file, call_line = attrs.get("DW_AT_call_file"), attrs.get("DW_AT_call_line")
@@ -312,7 +312,7 @@ class UnitReader:
                 depth += 1
         return found
 
-    def _skip_subtree(self, pos: int) -> int:
+    def skip_subtree(self, pos: int) -> int:
         """Past the children of a DIE whose attributes end at `pos`, decoding none of them."""
         info, level = self.info, 1
         abbrevs = self._abbrevs

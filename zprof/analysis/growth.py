@@ -26,6 +26,7 @@ from zprof.model.memory import (
     LOAD,
     WARMUP,
     Growth,
+    KeyHolder,
     Leak,
     LeakSite,
     MassifPeak,
@@ -200,7 +201,29 @@ def analyse(recording: Recording, symbolizer: Symbolizer, bias: int = 0) -> Memo
     leak = _leak(recording, samples, sites, held_at)
     rss = _rss(raw, samples, phases)
     losses = losses_of(recording.final)
-    return MemoryAnalysis(samples, phases, growth, leak, rss, _verdicts(growth, leak, rss, recording), losses)
+    return MemoryAnalysis(samples, phases, growth, leak, rss, _verdicts(growth, leak, rss, recording), losses,
+                          _holders(raw, phases, sites, recording.final, held_at))
+
+
+def _holders(raw: list[RawSample], phases: list[Phase], sites: _Sites, final: ShimSnapshot,
+             held_at: dict[int, dict[int, int]]) -> list[KeyHolder]:
+    """The sites whose held bytes grew over the load phases that added keys, by bytes per new key."""
+    grew: dict[int, int] = {}
+    new_keys = 0
+    for phase in phases:
+        points = _phase_points(raw, phase) if phase.kind == LOAD else []
+        if len(points) < 2 or phase.keys_before is None or phase.keys_after is None:
+            continue
+        new_keys += phase.keys_after - phase.keys_before
+        start, end = held_at[points[0]], held_at[points[-1]]
+        for index in sites.counted:
+            grew[index] = grew.get(index, 0) + end.get(index, 0) - start.get(index, 0)
+    if new_keys <= 0:
+        return []
+    grown = {index: value for index, value in grew.items() if value > 0}
+    return [KeyHolder(site.function, site.file, site.line, site.inlined, site.layer, site.retained_bytes,
+                      site.bytes_per_request)
+            for site in _group_sites(set(grown), grown, sites, final, 1 / new_keys)[:RETAINED_SITES]]
 
 
 def _growth(raw: list[RawSample], samples: list[Sample], phases: list[Phase]) -> Growth:

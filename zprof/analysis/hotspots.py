@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
-from zprof.analysis.stacks import StackProfile, StackSample
+from zprof.analysis.stacks import Frame, StackProfile, StackSample
 from zprof.model.common import Note
-from zprof.model.flame import FunctionShare, ProfileSummary, ShareChange
+from zprof.model.flame import FunctionShare, KernelPart, ProfileSummary, ShareChange
 
 UNKNOWN = "[unknown]"
 FLAG_SHARE = 0.10
 DWARF_SUGGESTION_SHARE = 0.10
 # Kernel frames that mean the thread was being switched out, not working.
 _IDLE_MARKERS = ("schedule", "do_idle", "cpuidle", "poll_idle")
+# A system call's entry in the kernel: `__x64_sys_write`, `__arm64_sys_write`, `__do_sys_write`.
+_SYSCALL_ENTRY = re.compile(r"^__(?:x64|ia32|arm64|do|se)_sys_(\w+?)$")
+# Zig's std wrapper of one system call, `os.linux.sendmsg`, `os.linux.futex_4arg` (not the arch's `syscall3`).
+_ZIG_WRAPPER = re.compile(r"^os\.linux\.(\w+?)(?:_\d+arg)?$")
 
 
 def function_shares(profile: StackProfile) -> list[FunctionShare]:
@@ -59,7 +64,47 @@ def summarise(profile: StackProfile, top: int = 10) -> ProfileSummary:
     shares = function_shares(profile)
     by_self = sorted((s for s in shares if s.self_weight), key=lambda s: (-s.self_weight, s.function))[:top]
     by_total = sorted(shares, key=lambda s: (-s.total_weight, s.function))[:top]
-    return ProfileSummary(profile.unit, total, kernel, idle, unknown, by_self, by_total, notes)
+    return ProfileSummary(profile.unit, total, kernel, idle, unknown, by_self, by_total, notes,
+                          kernel_parts(profile))
+
+
+def kernel_parts(profile: StackProfile) -> list[KernelPart]:
+    """The kernel's samples by cause: the system call the thread is in (the kernel's `__x64_sys_NAME` entry on
+    the stack, else the std or libc wrapper that entered it: a thread switched out on its way back from a call
+    has no entry frame left), a page fault, an interrupt, or other; largest first."""
+    causes: Counter[str] = Counter()
+    for sample in profile.samples:
+        if sample.stack and profile.frames[sample.stack[-1]].kind == "kernel":
+            causes[_kernel_cause([profile.frames[index] for index in sample.stack])] += sample.weight
+    total = profile.total_weight or 1
+    return [KernelPart(cause, round(weight / total, 4)) for cause, weight in causes.most_common()]
+
+
+def _kernel_cause(stack: list[Frame]) -> str:
+    first_kernel = next(depth for depth, frame in enumerate(stack) if frame.kind == "kernel")
+    for frame in stack[first_kernel:]:
+        if (match := _SYSCALL_ENTRY.match(frame.name)) is not None:
+            return match[1]
+    entry = stack[first_kernel].name
+    if "page_fault" in entry:
+        return "page faults"
+    if entry.startswith("entry_SYSCALL"):
+        for frame in reversed(stack[:first_kernel]):  # the innermost wrapper with a system call's name
+            if (name := _wrapper_call(frame)) is not None:
+                return name
+    if entry.startswith(("asm_sysvec_", "asm_common_interrupt")):
+        return "interrupts"
+    return "other"
+
+
+def _wrapper_call(frame: Frame) -> str | None:
+    """The system call a user-space wrapper makes: Zig's `os.linux.NAME` (`futex_4arg` is futex), libc's
+    `__GI___libc_write` (write)."""
+    if frame.kind == "libc":
+        return re.sub(r"^(?:__GI_)?_*(?:libc_)?", "", frame.name) or None
+    if (match := _ZIG_WRAPPER.match(frame.name)) is not None and not match[1].startswith("syscall"):
+        return match[1]
+    return None
 
 
 def share_changes(before: StackProfile, after: StackProfile, top: int = 15) -> list[ShareChange]:
@@ -91,3 +136,20 @@ def debug_capture_share(profile: StackProfile) -> float:
 
     total = profile.total_weight
     return round(profile.weight_of(capturing) / total, 4) if total else 0.0
+
+
+# Frames of each allocator zprof weighs as a choice (the shim's layer names, zprof.analysis.allocations).
+ALLOCATOR_FRAMES = {"debug/GPA": ("DebugAllocator", "GeneralPurposeAllocator"), "page": ("PageAllocator",)}
+
+
+def allocator_shares(profile: StackProfile) -> dict[str, float]:
+    """The share of samples with a frame of each allocator anywhere on the stack: its own code, the system
+    calls it makes for pages, and its stack capture."""
+    frames = profile.frames
+    total = profile.total_weight
+    shares = {}
+    for layer, needles in ALLOCATOR_FRAMES.items():
+        inside = {index for index, frame in enumerate(frames) if any(needle in frame.name for needle in needles)}
+        weight = profile.weight_of(lambda sample, inside=inside: any(index in inside for index in sample.stack))
+        shares[layer] = round(weight / total, 4) if total else 0.0
+    return shares

@@ -8,7 +8,7 @@ they are here (tests/test_judgement.py checks it, and checks the tables over eve
 | throughput or p99 unacceptable, its 95% interval wholly in that band, widened by what others took | blocks |
 | memory per key unacceptable, from enough keys for a verdict (100,000) | blocks |
 | a command that failed on the target (error replies, lost replies) | blocks |
-| a critical finding: a leak, errors under load, a function behind a blocking figure | blocks |
+| a critical finding: a crash, a leak, errors under load, a function behind a blocking figure | blocks |
 | a regression against the baseline | blocks |
 | unacceptable, but its 95% interval reaches an acceptable level | undecided |
 | load-bound or unstable, and not conclusively unacceptable | undecided |

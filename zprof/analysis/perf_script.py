@@ -65,16 +65,16 @@ def _parse_frame(line: str) -> RawFrame | None:
 _UNPARSED = object()
 
 
-def parse_perf_script(text: str) -> Iterator[RawSample]:
-    """Samples from `perf script -F comm,tid,period,ip,sym,symoff,dso` output."""
-    header: re.Match[str] | None = None
+def parse_records(text: str) -> Iterator[tuple[str, tuple[RawFrame, ...]]]:
+    """Each record of `perf script` text: its header line and its stack, leaf first."""
+    header: str | None = None
     frames: list[RawFrame] = []
     # A profile repeats the same few thousand lines: each is parsed once, into one object.
     parsed: dict[str, RawFrame | None] = {}
     for line in text.splitlines():
         if not line.strip():
             if header is not None:
-                yield RawSample(header["comm"], int(header["tid"]), int(header["period"]), tuple(frames))
+                yield header, tuple(frames)
             header, frames = None, []
         elif line[0] in " \t":
             frame = parsed.get(line, _UNPARSED)
@@ -83,11 +83,19 @@ def parse_perf_script(text: str) -> Iterator[RawSample]:
             if frame is not None:
                 frames.append(frame)
         else:
-            if header is not None:  # a sample without its blank separator
-                yield RawSample(header["comm"], int(header["tid"]), int(header["period"]), tuple(frames))
-            header, frames = _HEADER.match(line), []
+            if header is not None:  # a record without its blank separator
+                yield header, tuple(frames)
+            header, frames = line, []
     if header is not None:
-        yield RawSample(header["comm"], int(header["tid"]), int(header["period"]), tuple(frames))
+        yield header, tuple(frames)
+
+
+def parse_perf_script(text: str) -> Iterator[RawSample]:
+    """Samples from `perf script -F comm,tid,period,ip,sym,symoff,dso` output."""
+    for header, frames in parse_records(text):
+        match = _HEADER.match(header)
+        if match is not None:
+            yield RawSample(match["comm"], int(match["tid"]), int(match["period"]), frames)
 
 
 def classify(dso: str, file: str | None, in_target: bool) -> str:
@@ -123,17 +131,24 @@ class PerfSymbolizer:
         start = self._symbol_start.get(frame.symbol)
         return None if start is None else start + frame.offset
 
+    def source_chain(self, frame: RawFrame, is_leaf: bool) -> tuple[SourceFrame, ...] | None:
+        """Where a frame of the target is in its source, innermost inlined call first; None for a frame
+        outside the target, or without a symbol."""
+        address = self._link_address(frame) if self.in_target(frame.dso) else None
+        if address is None:
+            return None
+        # A return address points after the call: look up the call itself.
+        lookup = address if is_leaf else address - 1
+        return self.symbolizer.locate([lookup])[lookup]
+
     def frames_root_first(self, frame: RawFrame, is_leaf: bool) -> list[Frame]:
         key = (frame, is_leaf)
         cached = self._cache.get(key)
         if cached is not None:
             return cached
         resolved: list[Frame]
-        address = self._link_address(frame) if self.in_target(frame.dso) else None
-        if address is not None:
-            # A return address points after the call: look up the call itself.
-            lookup = address if is_leaf else address - 1
-            chain: tuple[SourceFrame, ...] = self.symbolizer.locate([lookup])[lookup]
+        chain = self.source_chain(frame, is_leaf)
+        if chain is not None:
             # One frame per function, at its declaration: the line a sample hit
             # would split a function's samples into many frames.
             resolved = [
@@ -151,7 +166,9 @@ class PerfSymbolizer:
     def wanted_addresses(self, samples: list[RawSample]) -> set[int]:
         """The target's distinct addresses in `samples`, as they are looked up (return addresses less one)."""
         # A recording repeats its stacks and its frames: each distinct one is looked at once.
-        stacks = {sample.frames for sample in samples}
+        return self._wanted({sample.frames for sample in samples})
+
+    def _wanted(self, stacks: set[tuple[RawFrame, ...]]) -> set[int]:
         frames = {(frame, depth == 0) for stack in stacks for depth, frame in enumerate(stack)}
         wanted = set()
         for frame, is_leaf in frames:
@@ -164,6 +181,10 @@ class PerfSymbolizer:
     def prefetch(self, samples: list[RawSample]) -> None:
         """Resolve every distinct target address in one DWARF pass."""
         self.symbolizer.locate(self.wanted_addresses(samples))
+
+    def prefetch_stacks(self, stacks: set[tuple[RawFrame, ...]]) -> None:
+        """`prefetch`, for stacks (leaf first) of records that are not samples."""
+        self.symbolizer.locate(self._wanted(stacks))
 
 
 def build_profile(samples: list[RawSample], binary: Path, symbolizer: Symbolizer, *,

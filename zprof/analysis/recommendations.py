@@ -16,12 +16,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from zprof.analysis.allocations import keeps_blocks
+from zprof.analysis.entries import entry_sentence
 from zprof.analysis.stacks import Frame, StackProfile
+from zprof.analysis.symbols import display_path
+from zprof.collect.crash import CrashStack
 from zprof.model.allocs import AllocsRun, CallSite
-from zprof.model.bench import TARGET, UNACCEPTABLE, BenchRun, CommandComparison
-from zprof.model.common import TargetInfo
+from zprof.model.bench import INDICATIVE, TARGET, UNACCEPTABLE, BenchRun, CommandComparison
+from zprof.model.common import Note, TargetInfo
 from zprof.model.flame import FlameRun
-from zprof.model.memory import MemoryRun
+from zprof.model.memory import EntryLayout, MemoryRun
+from zprof.model.syscalls import SyscallRow, SyscallsRun
 from zprof.model.validate import Recommendation
 from zprof.units import human_bytes
 
@@ -48,6 +52,7 @@ ERROR_CRITICAL_SHARE = 0.01
 IDLE_CPU_PERCENT = 50.0
 
 RULES = {
+    "server-crash": "The server crashes",
     "release-build": "Measured in a Debug build",
     "error-replies": "Requests answered with errors",
     "alloc-per-request": "An allocation per request, freed within the request",
@@ -59,6 +64,8 @@ RULES = {
     "memory-not-given-back": "Memory FLUSHALL does not give back",
     "memory-per-key": "Memory per key far above Redis'",
     "hot-function": "A function over 10% of the CPU",
+    "syscalls-per-request": "System calls a request need not make",
+    "program-allocator": "The program's allocator",
 }
 
 # Leaf functions of a scan: string equality or ordering, which a loop over a collection repeats per entry, as
@@ -137,6 +144,13 @@ SKETCHES = {
         "// after: freed when its last user is done (or kept in a structure FLUSHALL clears)\n"
         "const record = try gpa.alloc(u8, 64);\n"
         "defer gpa.free(record);"),
+    "program-allocator": (
+        "// before: the Debug allocator in every build\n"
+        "var gpa_state: std.heap.DebugAllocator(.{}) = .init;\n"
+        "const gpa = gpa_state.allocator();\n"
+        "// after: its checks in Debug builds and tests, a fast allocator in release builds\n"
+        "var debug_state: std.heap.DebugAllocator(.{}) = .init;\n"
+        "const gpa = if (builtin.mode == .Debug) debug_state.allocator() else std.heap.smp_allocator;"),
 }
 
 
@@ -297,6 +311,17 @@ class ErrorReplies:
 
 
 @dataclass(frozen=True)
+class ServerCrash:
+    """The target died of a signal of its own during one measurement: at start-up (and was started again) or
+    under load (which ended the measurement)."""
+
+    source: str  # "zprof allocs SET"
+    what: str  # "in 3 of 7 starts, during start-up" or the failure's message
+    how: str | None  # "signal 11, SIGSEGV"
+    stack: CrashStack | None
+
+
+@dataclass(frozen=True)
 class Evidence:
     """What the rules read: the validation's runs, the profile's costs by function, and the measurements
     that ended because every request got an error reply (their runs are not kept)."""
@@ -309,6 +334,11 @@ class Evidence:
     failed_measurements: list[ErrorReplies] = field(default_factory=list)
     # The share of CPU samples in the Debug allocator's stack capture (a Debug build's cost), when profiled.
     debug_capture_share: float | None = None
+    # Measurements the target's crash under load ended (crashes at start-up are in the runs' notes).
+    crashed_measurements: list[ServerCrash] = field(default_factory=list)
+    syscalls: list[SyscallsRun] = field(default_factory=list)
+    # Each allocator's share of the CPU samples (zprof.analysis.hotspots.allocator_shares), when profiled.
+    allocator_shares: dict[str, float] = field(default_factory=dict)
 
     @property
     def target(self) -> TargetInfo | None:
@@ -330,6 +360,25 @@ class Evidence:
                       for command in self.bench.commands
                       if (failure := command.failure) is not None and failure.server == TARGET]
         return found
+
+    def crashes(self) -> list[ServerCrash]:
+        """Every crash of the target the measurements saw: start-up crashes from the runs' notes (the target's,
+        not Redis'), then the crashes that ended a measurement."""
+        found = []
+        runs: list[tuple[str, list[Note]]] = [(f"zprof allocs {run.command}", run.notes) for run in self.allocs]
+        runs += [(label, run.notes) for label, run in (("zprof flame", self.flame), ("zprof memory", self.memory))
+                 if run is not None]
+        if self.bench is not None:
+            runs.append(("zprof bench", self.bench.limitations))
+        for source, notes in runs:
+            for note in notes:
+                values = note.values
+                if note.code != "server.start-crashes" or values["server"] == "redis":
+                    continue
+                stack = CrashStack.from_json(values["stack"]) if values.get("stack") else None
+                found.append(ServerCrash(source, f"in {values['crashes']} of {values['starts']} starts, during "
+                                                 "start-up (zprof started it again)", values["how"], stack))
+        return found + list(self.crashed_measurements)
 
     def command(self, name: str | None) -> CommandComparison | None:
         if self.bench is None or name is None:
@@ -370,15 +419,18 @@ class Evidence:
 
 def recommend(evidence: Evidence) -> list[Recommendation]:
     """Every rule over the evidence, most important first: critical ones, then by the size of their bound."""
-    found = [*_build_rule(evidence), *_error_rule(evidence), *_allocation_rules(evidence),
-             *_profile_rules(evidence), *_io_rule(evidence), *_memory_rules(evidence)]
+    found = [*_crash_rule(evidence), *_build_rule(evidence), *_error_rule(evidence), *_allocation_rules(evidence),
+             *_profile_rules(evidence), *_io_rule(evidence), *_memory_rules(evidence), *_syscall_rules(evidence),
+             *_allocator_rules(evidence)]
     unique: dict[tuple[str, str | None], Recommendation] = {}
     for recommendation in found:  # the first of a rule and function stands (the memory run's leak check first)
         unique.setdefault((recommendation.rule, recommendation.function), recommendation)
     impact_order = {"High": 0, "Medium": 1, "Low": 2}
-    # A Debug build comes first: every other figure is that build's.
-    return sorted(unique.values(), key=lambda r: (r.rule != "release-build", not r.critical, impact_order[r.impact],
-                                                  -(r.bound_percent or 0), r.rule, r.function or ""))
+    # A crash comes first, then a Debug build: every other figure is that build's.
+    first = ("server-crash", "release-build")
+    return sorted(unique.values(), key=lambda r: (first.index(r.rule) if r.rule in first else len(first),
+                                                  not r.critical, impact_order[r.impact], -(r.bound_percent or 0),
+                                                  r.rule, r.function or ""))
 
 
 def _impact(share_percent: float | None, critical: bool, reason: str) -> tuple[str, str]:
@@ -547,6 +599,31 @@ def _build_rule(evidence: Evidence) -> list[Recommendation]:
         bound_percent=round(evidence.debug_capture_share * 100, 2) if evidence.debug_capture_share else None)]
 
 
+def _crash_rule(evidence: Evidence) -> list[Recommendation]:
+    """A server that dies of a signal of its own fails its clients whatever its speed: critical, with where
+    the first crash with a stack was (the innermost frame of the project's own code)."""
+    crashes = evidence.crashes()
+    if not crashes:
+        return []
+    stack = next((crash.stack for crash in crashes if crash.stack is not None and crash.stack.frames), None)
+    if stack is None:
+        stack = next((crash.stack for crash in crashes if crash.stack is not None), None)
+    own = stack.first_own if stack is not None else None
+    seen = "; ".join(f"{crash.source}: {crash.what}" + (f" ({crash.how})" if crash.how and crash.how not in crash.what
+                                                        else "") for crash in crashes)
+    where = (f"where: {stack.summary()}" if stack is not None and stack.frames else
+             f"no stack: {stack.missing}" if stack is not None else "no stack was captured")
+    return [Recommendation(
+        rule="server-crash", title=RULES["server-crash"] + (f": {own.function}" if own else ""), critical=True,
+        impact="High", impact_reason="a crash drops every client's connection and every key not yet persisted",
+        difficulty="Medium", evidence=f"{seen}; {where}",
+        bound="not a speed-up: a server that crashes is not ready to commit, whatever its figures",
+        fix=(f"fix the crash at {display_path(own.file)}:{own.line} (the stack above; "  # type: ignore[arg-type]
+             "a start-up crash that happens only in some starts is often a race between threads)" if own else
+             "find where it crashes: run it under gdb, or let it dump core (ulimit -c unlimited)"),
+        function=own.function if own else None, file=own.file if own else None, line=own.line if own else None)]
+
+
 def _error_rule(evidence: Evidence) -> list[Recommendation]:
     """A command the target answered with errors under load: zprof's requests are valid (each was sent once and
     answered before the load), so errors under load are the server failing. Its severity follows the error share:
@@ -644,22 +721,58 @@ def _memory_rules(evidence: Evidence) -> list[Recommendation]:
                 found.append(_not_given_back(flag.function, flag.file, flag.line, run.command, flag.value,
                                              f"zprof allocs {run.command}"))
     bench = evidence.bench
-    if bench is not None and bench.memory is not None and bench.memory.status == UNACCEPTABLE:
+    memory = bench.memory if bench is not None else None
+    # Critical when judged unacceptable, which blocks the verdict (zprof.analysis.judgement); from too few keys
+    # to judge (--quick), a finding that does not block.
+    judged = memory is not None and memory.status == UNACCEPTABLE
+    if judged or (memory is not None and memory.status == INDICATIVE and memory.verdict is not None
+                  and memory.verdict.level == UNACCEPTABLE):
+        assert bench is not None and bench.memory is not None
         holder = _largest_holder(evidence.allocs)
         per_key = bench.memory.target.bytes_per_key if bench.memory.target else None
         redis_per_key = bench.memory.redis.bytes_per_key if bench.memory.redis else None
+        seen = (f"{per_key} bytes per key against Redis' {redis_per_key} with {bench.memory.keys:,} keys"
+                + ("" if judged else " (indicative: too few keys to judge, see section 2)"))
+        bound = (f"at most {100 - 10_000 / bench.memory.percent_of_redis:.1f}% of the target's RSS per key, if it "
+                 "came down to Redis'")
+        entry = _boxable_entry(evidence.memory)
+        if entry is not None:
+            member = entry.cause[0].split(":", 1)[0]
+            found.append(Recommendation(
+                rule="memory-per-key", title=f"{RULES['memory-per-key']}: {entry.element}.{member}", critical=judged,
+                impact="High", impact_reason=f"{bench.memory.percent_of_redis:.0f}% of Redis' RSS per key",
+                difficulty="Medium", evidence=f"{seen}; {entry_sentence(entry)}",
+                bound=(f"{human_bytes(entry.saving_per_key)} per key of the {human_bytes(entry.bytes_per_new_key)} the "  # type: ignore[arg-type]
+                       f"site keeps per new key ({entry.saving_per_key / entry.bytes_per_new_key:.0%}, from the "  # type: ignore[operator]
+                       f"DWARF's sizes and the container's capacity per key); {bound}"),
+                fix=(f"hold `{member}` through a pointer (allocated when a key first needs it), so that every "
+                     f"{entry.element} does not carry {entry.cause[-1]} inline"),
+                function=entry.function, file=entry.file, line=entry.line, sketch=_boxing_sketch(entry, member)))
+            return found
         found.append(Recommendation(
-            # Critical: memory per key unacceptable is what blocks the verdict (zprof.analysis.judgement).
-            rule="memory-per-key", title=RULES["memory-per-key"], critical=True, impact="High",
+            rule="memory-per-key", title=RULES["memory-per-key"], critical=judged, impact="High",
             impact_reason=f"{bench.memory.percent_of_redis:.0f}% of Redis' RSS per key", difficulty="High",
-            evidence=(f"{per_key} bytes per key against Redis' {redis_per_key} with {bench.memory.keys:,} keys"
-                      + (f"; the most retained per new key is at {holder[0]} ({human_bytes(holder[1])} per key)"
-                         if holder else "")),
-            bound=(f"at most {100 - 10_000 / bench.memory.percent_of_redis:.1f}% of the target's RSS per key, "
-                   "if it came down to Redis'"),
+            evidence=(seen + (f"; the most retained per new key is at {holder[0]} ({human_bytes(holder[1])} per key)"
+                              if holder else "")),
+            bound=bound,
             fix="store keys and values in fewer, tighter blocks (one allocation per entry, no per-entry padding)",
             function=holder[0] if holder else None))
     return found
+
+
+def _boxable_entry(memory: MemoryRun | None) -> EntryLayout | None:
+    """The memory run's container entry whose largest member, boxed, would save the most per key."""
+    entries = [entry for entry in memory.entries if entry.saving_per_key] if memory is not None else []
+    return max(entries, key=lambda entry: entry.saving_per_key or 0.0, default=None)
+
+
+def _boxing_sketch(entry: EntryLayout, member: str) -> str:
+    short = entry.element.rsplit(".", 1)[-1]
+    payload = entry.cause[0].split(": ", 1)[1].rsplit(" (", 1)[0]
+    return (f"// before: every {short} carries the largest variant inline ({entry.element_bytes:,} B a slot)\n"
+            f"{member}: {payload},\n"
+            f"// after: a pointer in the slot ({entry.boxed_bytes} B a slot); allocate it when a key needs it\n"
+            f"{member}: *{payload},")
 
 
 def _not_given_back(function: str, file: str | None, line: int | None, command: str, bytes_per_request: float,
@@ -687,3 +800,174 @@ def _largest_holder(runs: list[AllocsRun]) -> tuple[str, float] | None:
             if best is None or per_key > best[1]:
                 best = (site.function, per_key)
     return best
+
+
+# System calls a request needs, one client and no pipelining: one receive and one send. Calls a server
+# makes while it waits for work (an event loop's epoll_wait) are not a request's cost either.
+_RECEIVES = frozenset({"read", "readv", "recvfrom", "recvmsg", "recvmmsg"})
+_SENDS = frozenset({"write", "writev", "sendto", "sendmsg", "sendmmsg"})
+_WAITS = frozenset({"epoll_wait", "epoll_pwait", "epoll_pwait2", "poll", "ppoll", "select", "pselect6",
+                    "io_uring_enter", "accept", "accept4", "nanosleep", "clock_nanosleep"})
+_MAPPING = frozenset({"mmap", "munmap", "mremap", "brk", "madvise"})
+_SYNCS = frozenset({"fsync", "fdatasync", "sync_file_range", "msync"})
+# Extra calls per request worth a finding: a half is one every other request.
+EXTRA_CALLS = 0.5
+# What each kind of extra call is, and what to do instead.
+_SYSCALL_KINDS = {
+    "socket": ("{n:.1f} socket {names} per request where one reply needs one",
+               "gather each reply (or each batch of replies) in the connection's buffered writer and send it with "
+               "one call: write the parts into the buffer, flush once per batch of requests"),
+    "file": ("{n:.1f} {names} per request to {target}",
+             "batch the file's writes: append to a buffer and write it once per event-loop iteration or once a "
+             "second (as Redis' appendfsync everysec does), not once per command"),
+    "sync": ("{n:.1f} {names} per request", "flush to disk once a second rather than per command, or say that "
+             "durability per command is the design"),
+    "mapping": ("{n:.1f} {names} per request: the allocator maps and unmaps pages for the request",
+                "keep the memory instead of returning it per request: an arena per request reset with "
+                ".retain_capacity, or std.heap.smp_allocator, which keeps freed pages"),
+    "other": ("{n:.1f} {names} per request", "find why each request makes these calls and move them off the "
+              "request path"),
+}
+
+
+def _syscall_kind(row: SyscallRow) -> str | None:
+    if row.name in _WAITS or (row.name in _RECEIVES and row.target == "socket"):
+        return None
+    if row.name in _SENDS:
+        return "socket" if row.target == "socket" else "file"
+    if row.name in _SYNCS:
+        return "sync"
+    if row.name in _MAPPING:
+        return "mapping"
+    return "other"
+
+
+@dataclass
+class _ExtraCalls:
+    """Calls of one kind beyond what a request needs, over the commands that make them."""
+
+    names: set[str] = field(default_factory=set)
+    seen: list[str] = field(default_factory=list)  # per command
+    sites: list[tuple[float, str, str | None, int | None]] = field(default_factory=list)  # per request, where
+    commands: list[str] = field(default_factory=list)
+
+
+def _syscall_rules(evidence: Evidence) -> list[Recommendation]:
+    """System calls beyond one receive and one send per request, by kind (several sends per reply, a file
+    write per command, page mapping per request), measured with one client and no pipelining; one finding
+    per kind and target over the commands. Bounded by the kernel's share of the CPU profile in those calls,
+    where the profile measured it."""
+    kernel = {part.cause: part.share for part in evidence.flame.summary.kernel_parts} if evidence.flame else {}
+    extra: dict[tuple[str, str], _ExtraCalls] = defaultdict(_ExtraCalls)
+    for run in evidence.syscalls:
+        if run.load.clients != 1 or run.load.pipeline != 1:
+            continue  # the expected calls per request are known for one request at a time only
+        by_kind: dict[tuple[str, str], list[SyscallRow]] = defaultdict(list)
+        for row in run.rows:
+            if (kind := _syscall_kind(row)) is not None:
+                by_kind[(kind, row.target if kind == "file" else "")].append(row)
+        for (kind, target), rows in by_kind.items():
+            calls = sum(row.per_request for row in rows)
+            if calls - (1 if kind == "socket" else 0) < EXTRA_CALLS:
+                continue
+            found = extra[(kind, target)]
+            names = sorted({row.name for row in rows})
+            micros = sum(row.microseconds_per_request or 0 for row in rows)
+            text = _SYSCALL_KINDS[kind][0].format(n=calls, names="/".join(f"{name}(2)" for name in names),
+                                                  target=target)
+            found.names.update(names)
+            found.commands.append(run.command)
+            found.seen.append(f"{run.command}: {text} ({micros:.1f} µs per request inside them)")
+            found.sites += [(site.per_request, site.function, site.file, site.line) for row in rows
+                            for site in row.sites if site.file]
+    found_rules = []
+    for (kind, _target), found in extra.items():
+        share = sum(kernel.get(name, 0.0) for name in found.names)
+        percent = round(share * 100, 2) if evidence.flame is not None else None
+        _, function, file, line = max(found.sites, default=(0.0, None, None, None))
+        impact, reason = _impact(percent, False, f"{share:.1%} of the CPU samples are in the kernel for "
+                                 f"{'/'.join(sorted(found.names))}" if percent is not None else
+                                 "each is a round trip into the kernel")
+        found_rules.append(Recommendation(
+            rule="syscalls-per-request",
+            title=f"{RULES['syscalls-per-request']}: {_SYSCALL_TITLES[kind]} in {', '.join(found.commands)}",
+            critical=False, impact=impact, impact_reason=reason, difficulty="Medium",
+            evidence="zprof syscalls, " + "; ".join(found.seen)
+                     + (f"; most from {function} ({display_path(file)}:{line})" if function and file else ""),
+            bound=(f"at most {share:.1%} of the server's CPU under the mixed load (the kernel's samples in "
+                   f"{'/'.join(sorted(found.names))})" if percent is not None else
+                   "not bounded: the CPU profile was not measured"),
+            fix=_SYSCALL_KINDS[kind][1], function=function, file=file, line=line,
+            command=found.commands[0] if len(found.commands) == 1 else None, bound_percent=percent))
+    return found_rules
+
+
+_SYSCALL_TITLES = {"socket": "several sends per reply", "file": "a file write per command",
+                   "sync": "a sync per command", "mapping": "pages mapped per request", "other": "extra calls"}
+
+
+# A page allocator serves a block smaller than this a whole page: a small block per request from it is waste.
+PAGE_BYTES = 4096
+_ALLOCATOR_TITLES = {"debug/GPA": "the Debug allocator in a release build",
+                     "page": "small blocks from the page allocator"}
+_ALLOCATOR_INSTEAD = ("allocate through std.heap.smp_allocator in release builds (or std.heap.c_allocator when "
+                      "libc is linked), keeping the DebugAllocator for Debug builds and tests, where its leak and "
+                      "double-free checks pay; take what a request allocates and frees from an arena per request")
+
+
+def _allocator_rules(evidence: Evidence) -> list[Recommendation]:
+    """The program's allocator as a choice with a measured cost: the Debug allocator (GeneralPurposeAllocator)
+    in a release build, or the page allocator serving small blocks per request (a page each). Bounded by the
+    samples with the allocator on the stack; the replacement's own cost is not measured."""
+    target = evidence.target
+    if target is None or target.optimize in (None, "Debug"):
+        return []  # a Debug build is the release-build finding; every allocator is slow there
+    used: dict[str, list[tuple[str, float, float]]] = defaultdict(list)  # layer: (command, allocs, bytes)
+    for run in evidence.allocs:
+        for usage in run.analysis.by_layer:
+            if usage.allocs_per_request > 0:
+                used[usage.layer].append((run.command, usage.allocs_per_request, usage.bytes_per_request))
+    found = []
+    if used.get("debug/GPA"):
+        found.append(_allocator_finding(
+            evidence, "debug/GPA", used["debug/GPA"],
+            f"the program allocates through std.heap.DebugAllocator (GeneralPurposeAllocator) in a {target.optimize} "
+            "build: a slab per size class, and a lock, a bucket lookup and page mapping on its slow path",
+            _ALLOCATOR_INSTEAD))
+    small = [(command, allocs, size) for command, allocs, size in used.get("page", [])
+             if allocs >= 0.5 and size / allocs < PAGE_BYTES]
+    if small:
+        found.append(_allocator_finding(
+            evidence, "page", small,
+            "the program allocates small blocks straight from std.heap.page_allocator: a system call and a whole "
+            "page for each", "allocate small blocks from a general-purpose allocator (std.heap.smp_allocator) or "
+            "the request's arena; keep the page allocator as the backing of those"))
+    return found
+
+
+def _allocator_finding(evidence: Evidence, layer: str, uses: list[tuple[str, float, float]], what: str,
+                       fix: str) -> Recommendation:
+    share = evidence.allocator_shares.get(layer)
+    per_command = ", ".join(f"{command} {allocs:.2f} allocations per request" for command, allocs, _ in uses)
+    seen = [what, f"the shim counted {per_command}"]
+    if share is not None:
+        seen.append(f"{share:.1%} of the CPU samples under the mixed load have it on the stack (its page mapping "
+                    "included)")
+    rss = evidence.memory.analysis.rss if evidence.memory is not None else None
+    live = evidence.memory.analysis.growth.load_end_bytes if evidence.memory is not None else None
+    if rss is not None and rss.load_end_bytes and live:
+        beyond = max(0, rss.load_end_bytes - live)
+        seen.append(f"at the end of the memory run's load the program held {human_bytes(live)} in live blocks and "
+                    f"the process {human_bytes(rss.load_end_bytes)} of private memory: {human_bytes(beyond)} "
+                    f"({beyond / rss.load_end_bytes:.0%}) is not the program's blocks, the allocator's slabs and "
+                    "free pages among it")
+    return Recommendation(
+        rule="program-allocator", title=f"{RULES['program-allocator']}: {_ALLOCATOR_TITLES[layer]}", critical=False,
+        impact=_impact(share * 100 if share is not None else None, False, "")[0],
+        impact_reason=(f"{share:.1%} of the CPU is spent with it on the stack" if share is not None
+                       else "no CPU profile to weigh it"),
+        difficulty="Low", evidence="; ".join(seen),
+        bound=(f"at most {share:.1%} of the server's CPU (the samples with it on the stack; what replaces it costs "
+               "some of that, unmeasured)" if share is not None else "not bounded: the CPU profile was not measured"),
+        fix=fix, function=layer, bound_percent=round(share * 100, 2) if share is not None else None,
+        sketch=SKETCHES["program-allocator"] if layer == "debug/GPA" else None)

@@ -47,3 +47,19 @@ def load_bias(pid: int, binary: Path) -> int:
     except OSError:
         pass
     return 0
+
+
+def descriptors(pid: int) -> dict[int, str]:
+    """What each of a process's open file descriptors points at (/proc/PID/fd), by number."""
+    found = {}
+    directory = Path(f"/proc/{pid}/fd")
+    try:
+        entries = list(directory.iterdir())
+    except OSError:
+        return found
+    for entry in entries:
+        try:
+            found[int(entry.name)] = os.readlink(entry)
+        except (OSError, ValueError):
+            continue
+    return found

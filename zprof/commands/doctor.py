@@ -104,6 +104,8 @@ def run_checks(zig: str | None) -> list[Check]:
         _tool("redis-benchmark", ["redis-benchmark", "--version"], "redis-tools", "zprof bench"),
         replace(_tool("llvm-symbolizer", ["llvm-symbolizer", "--version"], "llvm",
                       "naming code fast (without it, zprof reads the DWARF itself)"), optional=True),
+        replace(_tool("gdb", ["gdb", "--version"], "gdb", "where a crashed server was (its core dump)"),
+                optional=True),
     ]
 
 

@@ -23,6 +23,15 @@ class FunctionShare:
 
 
 @dataclass
+class KernelPart:
+    """Kernel samples by what brought the thread there: a system call by name, "page faults", "interrupts"
+    or "other"."""
+
+    cause: str
+    share: float  # of all samples
+
+
+@dataclass
 class ProfileSummary:
     unit: str
     total: int
@@ -32,6 +41,7 @@ class ProfileSummary:
     by_self: list[FunctionShare]
     by_total: list[FunctionShare]
     notes: list[Note]
+    kernel_parts: list[KernelPart] = field(default_factory=list)
 
 
 @dataclass

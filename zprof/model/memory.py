@@ -117,6 +117,40 @@ class Verdict:
 
 
 @dataclass
+class KeyHolder:
+    """A call site whose held bytes grew while the load phases added keys: where the memory per key is."""
+
+    function: str
+    file: str | None
+    line: int | None
+    inlined: list[str]  # the frames inlined at the site, innermost last ("hash_map.(...).grow (std/...:N)")
+    layer: str
+    grew_bytes: int  # over the load phases
+    bytes_per_new_key: float
+
+
+@dataclass
+class EntryLayout:
+    """What one entry of the container that holds the memory per key is made of, from the binary's DWARF: the
+    slot's size, its largest element (a hash map's value, an array list's item), the member chain that makes
+    that element large, and what boxing the chain's first member (a pointer in its place) would save per key."""
+
+    function: str  # the holder's call site
+    file: str | None
+    line: int | None
+    container: str  # "hash_map.HashMapUnmanaged([]const u8,keyspace.Value,hash_map.StringContext,80)"
+    slot_bytes: int  # one entry: key + value + the map's metadata byte, or one item
+    bytes_per_new_key: float  # the holder's
+    slots_per_new_key: float  # bytes_per_new_key / slot_bytes: the container's capacity per key
+    element: str  # the type that makes the slot large, as Zig spells it ("keyspace.Value")
+    element_bytes: int
+    cause: list[str]  # the chain that makes the element large: "sketch: keyspace.Sketch (4,096 B)", ...
+    boxed_bytes: int | None  # the element's size with the chain's first member boxed
+    saving_per_key: float | None  # slots_per_new_key * (element_bytes - boxed_bytes)
+    layout: list[str] = field(default_factory=list)  # the element's layout, pahole-like
+
+
+@dataclass
 class MemoryAnalysis:
     samples: list[Sample]
     phases: list[Phase]
@@ -125,6 +159,8 @@ class MemoryAnalysis:
     rss: RssReport
     verdicts: list[Verdict]
     losses: list[Loss] = field(default_factory=list)
+    # The sites whose held bytes grew with the new keys, most first.
+    holders: list[KeyHolder] = field(default_factory=list)
 
 
 @dataclass
@@ -169,6 +205,8 @@ class MemoryRun:
     complete: bool = True
     error: str | None = None  # what cut the run short
     files: list[str] = field(default_factory=list)  # the pictures and data the run wrote
+    # The layout of the entries of the containers that hold the memory per key (zprof.analysis.entries).
+    entries: list[EntryLayout] = field(default_factory=list)
 
 
 @dataclass

@@ -12,6 +12,7 @@ from zprof.model.bench import BenchRun
 from zprof.model.common import Note, TargetInfo
 from zprof.model.flame import FlameRun
 from zprof.model.memory import MemoryRun
+from zprof.model.syscalls import SyscallsRun
 
 # The final verdicts, as the validation procedure names them; and the two zprof gives when it cannot
 # judge: the comparison with Redis did not run, or none of its figures was conclusive (load-bound on a
@@ -94,3 +95,4 @@ class ValidateRun:
     regression_missing: str | None = None
     # The figures the verdict table left undecided (analysis.judgement): why the verdict is NOT JUDGED.
     undecided: list[str] = field(default_factory=list)
+    syscalls: list[SyscallsRun] = field(default_factory=list)

@@ -101,6 +101,13 @@ def allocs_document(run: AllocsRun) -> Document:
            (human_bytes(usage.live_bytes_growth), human_bytes(usage.peak_live_bytes)))]
         for usage in analysis.by_layer])
 
+    if run.target.optimize not in (None, "Debug") and any(usage.layer == "debug/GPA" and usage.allocs_per_request
+                                                            for usage in analysis.by_layer):
+        document.paragraph(Span(f"The program allocates through the Debug allocator (GeneralPurposeAllocator) in a "
+                                f"{run.target.optimize} build: its checks cost CPU and memory on every call; "
+                                "std.heap.smp_allocator is Zig's allocator for release builds (zprof validate "
+                                "weighs the cost).", "yellow"))
+
     shown_classes = [c for c in analysis.size_classes if c.allocs_per_request >= SHOWN_PER_REQUEST]
     if shown_classes:
         widest = max(c.allocs_per_request for c in analysis.size_classes) or 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from zprof.model.flame import FlameDiffRun, FlameRun, FunctionShare
+from zprof.model.flame import FlameDiffRun, FlameRun, FunctionShare, ProfileSummary
 from zprof.report.common import add_build_warnings, add_notes, add_title, short_name, short_path
 from zprof.report.document import Document, Span
 
@@ -18,6 +18,20 @@ _COLUMNS = [("#", "right"), ("self", "right"), ("total", "right"), ("kind", "lef
             ("where", "left")]
 
 
+# Kernel causes under this share of all samples are left out of the sentence (the JSON keeps them).
+KERNEL_PART_SHOWN = 0.005
+
+
+def kernel_breakdown(summary: ProfileSummary) -> str | None:
+    """The kernel's share by cause, in a sentence: which system calls, page faults, interrupts."""
+    shown = [part for part in summary.kernel_parts if part.share >= KERNEL_PART_SHOWN]
+    if not shown:
+        return None
+    named = [f"{part.cause}{'' if part.cause in ('page faults', 'interrupts', 'other') else '(2)'} {part.share:.1%}"
+             for part in shown]
+    return "In the kernel, by cause: " + ", ".join(named) + " (of all samples; `zprof syscalls CMD` counts the calls)."
+
+
 def flame_document(run: FlameRun) -> Document:
     summary = run.summary
     document = Document(f"zprof flame {run.command}")
@@ -26,6 +40,8 @@ def flame_document(run: FlameRun) -> Document:
     if summary.unit == "samples":
         document.paragraph(Span(f"{summary.total:,} samples", "bold"), f"; {summary.kernel_share:.1%} in the "
                            f"kernel, {summary.idle_share:.1%} switched out; load: {run.load}")
+        if (parts := kernel_breakdown(summary)) is not None:
+            document.paragraph(parts)
     else:
         document.paragraph(Span(f"{summary.total:,} {summary.unit}", "bold"), f" (user space only); load: {run.load}")
     document.table("Hottest functions by self time (outside the kernel)", _COLUMNS, _share_rows(summary.by_self))

@@ -6,9 +6,18 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from zprof.analysis.entries import entry_sentence
 from zprof.model.memory import AFTER_FLUSH, IDLE, LOAD, WARMUP, MassifRun, MemoryRun, Verdict
 from zprof.report.allocs import add_losses
-from zprof.report.common import add_build_warnings, add_error_share, add_notes, add_title, short_name, where
+from zprof.report.common import (
+    add_build_warnings,
+    add_error_share,
+    add_notes,
+    add_title,
+    short_name,
+    short_path,
+    where,
+)
 from zprof.report.document import Document, Span
 from zprof.units import human_bytes, signed_bytes
 
@@ -131,6 +140,15 @@ def _verdict_sentence(verdict: Verdict) -> str:
             f"than when idle beyond what the program holds{ratio} (allocator caching or fragmentation).")
 
 
+def _add_entries(document: Document, run: MemoryRun) -> None:
+    if not run.entries:
+        return
+    document.paragraph(Span("What each key's entry holds (from the binary's DWARF)", "bold"))
+    for entry in run.entries:
+        document.paragraph(Span(short_path(entry.file, entry.line), "dim"), " ", entry_sentence(entry))
+        document.code("\n".join(entry.layout))
+
+
 def memory_document(run: MemoryRun) -> Document:
     analysis, load, growth = run.analysis, run.load, run.analysis.growth
     document = Document(f"zprof memory {run.command}")
@@ -180,6 +198,7 @@ def memory_document(run: MemoryRun) -> Document:
                                ("function and line", "left")], [
             [f"{site.bytes_per_request:.1f}", human_bytes(site.retained_bytes), site.layer,
              where(site.function, site.file, site.line, site.inlined)] for site in shown[:TOP_SITES]])
+    _add_entries(document, run)
     rss = analysis.rss
     document.paragraph(
         f"Peak live bytes {human_bytes(growth.peak_bytes)} at {growth.peak_time:.1f} s (sampled); the busiest "

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from zprof.collect.crash import CrashStack
 from zprof.model.common import Note
 
 
@@ -80,13 +81,19 @@ _SENTENCES: dict[str, Callable[[dict[str, Any]], str]] = {
     "flame.error-replies": lambda v: (f"{v['errors']:,} of the {v['requests']:,} requests during the recording got an "
                                       f"error reply (the first: {v['first_error']}): the profile includes their "
                                       "error paths."),
+    "compare.stopped": lambda v: (f"The rounds stopped after {v['rounds']} ("
+                                  + (f"the budget, --budget {v['budget']:g} s, was spent" if v["reason"] == "budget"
+                                     else f"the {v['planned']} planned rounds were done")
+                                  + ") with figures undecided."),
     "server.port-waited": lambda v: (f"Port {v['port']} was still taken when the server was to start (the one "
                                      f"before it keeps its socket a moment after it exits); zprof waited "
                                      f"{v['seconds']:g} s for it to come free."),
     "server.start-crashes": lambda v: (f"{v['server']} crashed during start-up (before it answered PING, or under "
                                        f"zprof's first probes, before any load), in "
                                        f"{v['crashes']} of {v['starts']} starts ({v['how']}; see its log); zprof "
-                                       "started it again each time."),
+                                       "started it again each time."
+                                       + (f" Where the first crash was: {CrashStack.from_json(v['stack']).summary()}."
+                                          if v.get("stack") else "")),
     "bench.driver-for-faults": lambda v: (
         f"The target {' and '.join(_FAULTS[fault] for fault in v['faults'])} (zprof's probes found it): "
         "redis-benchmark, which opens all its connections at once and pipelines its first commands, would hang on "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import shlex
 from collections import Counter
 
+from zprof.analysis.entries import entry_sentence
 from zprof.model.allocs import AllocsRun
 from zprof.model.baseline import MINOR, REGRESSION, UNMEASURED, UNSTABLE
 from zprof.model.bench import ACCEPTABLE, EXCELLENT, LOAD_BOUND, UNACCEPTABLE, BenchRun, CommandComparison
@@ -31,6 +32,7 @@ from zprof.model.validate import (
 from zprof.report.bench import add_paired_ratio_note
 from zprof.report.common import add_notes, short_name
 from zprof.report.document import Document, Span
+from zprof.report.flame import kernel_breakdown
 from zprof.report.notes import sentence
 from zprof.report.regress import add_check, describe_baseline, outcome_sentence
 from zprof.units import human_bytes
@@ -205,9 +207,32 @@ def _hot_paths(document: Document, run: ValidateRun) -> None:
                     ("assessment", "left")], rows)
     document.paragraph(f"Analysis: {summary.kernel_share:.1%} of the samples were in the kernel (system calls and "
                        f"page faults, all of them), {summary.idle_share:.1%} switched out.")
+    if (parts := kernel_breakdown(summary)) is not None:
+        document.paragraph(parts)
+    _syscalls(document, run)
     for file in flame.files:
         if file.endswith("flame.svg"):
             document.picture("flame/flame.svg", "Flame graph under the mixed load")
+
+
+# System calls shown per command in the report (the run's JSON keeps them all).
+SYSCALLS_SHOWN = 4
+
+
+def _syscalls(document: Document, run: ValidateRun) -> None:
+    """Each command's system calls per request (zprof syscalls, one client, no pipelining), largest first."""
+    if not run.syscalls:
+        return
+    rows = []
+    for traced in run.syscalls:
+        shown = [row for row in traced.rows if row.per_request >= 0.01][:SYSCALLS_SHOWN]
+        calls = ", ".join(f"{row.name}{' to ' + row.target if row.target and row.target != 'socket' else ''} "
+                          f"{row.per_request:.2f}" for row in shown)
+        top = next((site for row in shown for site in row.sites if site.file), None)
+        rows.append([traced.command, f"{traced.per_request:.2f}", calls or "none",
+                     project_path(top.file, top.line, run.target.project) if top else "-"])
+    document.table("System calls per request (one client, no pipelining)",
+                   [("command", "left"), ("calls", "right"), ("largest", "left"), ("first call site", "left")], rows)
 
 
 def _memory_usage(document: Document, run: ValidateRun) -> None:
@@ -241,6 +266,9 @@ def _memory_run(document: Document, memory: MemoryRun | None, run: ValidateRun) 
                                      + ", ".join(short_name(site.function) for site in leak.sites)
                                      if leak.detected else "nothing held after FLUSHALL grew with the requests"))
     document.paragraph(text + ".")
+    for entry in memory.entries[:1]:
+        document.paragraph("Per key: " + entry_sentence(entry))
+        document.code("\n".join(entry.layout))
     for file in memory.files:
         if file.endswith(".svg"):
             document.picture("memory/" + file.rsplit("/", 1)[-1], "Memory over time")

@@ -6,7 +6,6 @@ where the server does them: `zprof.load.support`)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from zprof.analysis.allocations import Window, analyse
 from zprof.builder.shim import ENV_VAR
 from zprof.collect import process
 from zprof.collect.shim_counters import ShimCounters, create_counter_file
-from zprof.errors import EXIT_TARGET, EveryRequestFailed, PartialRun, ZprofError
+from zprof.errors import EveryRequestFailed, PartialRun, ZprofError
 from zprof.load.calibration import rate
 from zprof.load.driver import LoadError, LoadResult, LoadSession, Workload
 from zprof.model.allocs import AllocsRun, Keys, LoadInfo, MemoryGrowth
@@ -23,21 +22,18 @@ from zprof.progress import Reporter
 from zprof.server import HOST, Server
 from zprof.sessions.target import (
     STOP_GRACE_AFTER_MEASURING_S,
+    LoadInterrupted,
     Probed,
     TargetOptions,
     build_target,
+    load_counter,
     probe_for,
     probed_server,
     run_directory,
+    run_load,
     server_spec,
 )
 
-# A load run's deadline, from the work asked for: FACTOR times what it should take at the rate the warm-up
-# measured (SLOWEST_RATE requests a second before that), and never under the floor. A server that stops
-# answering is caught far sooner, by the driver's deadline on every batch.
-LOAD_DEADLINE_FLOOR_S = 600.0
-LOAD_DEADLINE_FACTOR = 10.0
-SLOWEST_RATE = 1000.0
 MAX_IDLE_WINDOW_S = 3.0
 MIN_IDLE_WINDOW_S = 0.5
 
@@ -140,9 +136,9 @@ async def _measure(server: Server, counters: ShimCounters, options: AllocsOption
         if warmup:
             progress.status("warm-up")
             try:
-                warm = await _run(session, workload.with_key_range(0), warmup, pipeline, server,
-                                  _counter(progress, warmup), None)
-            except _Interrupted as interrupted:
+                warm = await run_load(session, workload.with_key_range(0), warmup, pipeline, server,
+                                  load_counter(progress, warmup), None)
+            except LoadInterrupted as interrupted:
                 raise interrupted.error from None
             expected_seconds = warm.seconds * requests / max(warm.requests, 1)
             warm_rate = warm.rps or None
@@ -164,14 +160,14 @@ async def _measure(server: Server, counters: ShimCounters, options: AllocsOption
         rss_before = _rss(server)
         measured = workload.with_key_range(1)
         progress.status(f"{workload.command} x {requests:,}")
-        count = _counter(progress, requests)
+        count = load_counter(progress, requests)
         before = counters.snapshot()
         result, middle = LoadResult(batch_size=pipeline), before
         halves = (requests // 2, requests - requests // 2)
         for half, share in enumerate(halves):
             try:
-                result.add(await _run(session, measured, share, pipeline, server, count, warm_rate))
-            except _Interrupted as interrupted:
+                result.add(await run_load(session, measured, share, pipeline, server, count, warm_rate))
+            except LoadInterrupted as interrupted:
                 result.add(interrupted.result)
                 error = interrupted.error
                 break
@@ -197,42 +193,6 @@ async def _measure(server: Server, counters: ShimCounters, options: AllocsOption
     window = Window(before=before, after=after, idle_before=idle_before, idle_after=idle_after,
                     middle=middle if complete_halves else None, origin=origin, flushed=flushed)
     return _Measurement(window, result, rss_before, rss_after, bias, complete_halves, keys, flush_error, error)
-
-
-def _counter(progress: Reporter, total: int) -> Callable[[int], None]:
-    done = 0
-
-    def count(requests: int) -> None:
-        nonlocal done
-        done += requests
-        progress.count(done, total)
-
-    return count
-
-
-class _Interrupted(Exception):
-    def __init__(self, result: LoadResult, error: ZprofError) -> None:
-        self.result, self.error = result, error
-
-
-async def _run(session: LoadSession, workload: Workload, requests: int, pipeline: int, server: Server,
-               progress: Callable[[int], None], expected_rate: float | None) -> LoadResult:
-    """One load run; a crash or a stall keeps what was measured (`_Interrupted`)."""
-    deadline = max(LOAD_DEADLINE_FLOOR_S, LOAD_DEADLINE_FACTOR * requests / (expected_rate or SLOWEST_RATE))
-    try:
-        return await asyncio.wait_for(session.run(workload, requests, pipeline, progress), deadline)
-    except LoadError as failure:
-        if server.exited_within(1.0):
-            raise _Interrupted(failure.result, server.crashed(
-                f"crashed after {failure.result.requests:,} of {requests:,} requests")) from failure
-        raise _Interrupted(failure.result, ZprofError(
-            f"{failure} after {failure.result.requests:,} of {requests:,} requests",
-            detail=server.log_tail(), exit_code=EXIT_TARGET)) from failure
-    except TimeoutError as timeout:
-        basis = "the warm-up's rate" if expected_rate else f"{SLOWEST_RATE:g} requests a second"
-        raise ZprofError(f"the load of {requests:,} {workload.command} requests did not finish within {deadline:.0f} s "
-                         f"({LOAD_DEADLINE_FACTOR:g} times what {basis} predicts)",
-                         exit_code=EXIT_TARGET) from timeout
 
 
 def _rss(server: Server) -> int | None:

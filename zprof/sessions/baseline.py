@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -27,6 +26,7 @@ from zprof.collect import valgrind
 from zprof.collect.machine import machine_info
 from zprof.collect.perf_stat import INSTRUCTIONS, PerfCounter, event_unavailable
 from zprof.errors import EXIT_TARGET, ZprofError
+from zprof.git import git_state
 from zprof.load.driver import Workload
 from zprof.load.probe import probe
 from zprof.load.redis_benchmark import redis_benchmark_path
@@ -50,7 +50,6 @@ from zprof.model.baseline import (
 )
 from zprof.model.bench import BENCHMARK, REDIS, TARGET, RunRecord
 from zprof.model.common import Note
-from zprof.procs import run_bounded
 from zprof.progress import Prefixed, Reporter
 from zprof.server import HOST, ServerSpec
 from zprof.sessions.allocs import AllocsOptions, measure_allocs
@@ -81,7 +80,6 @@ MAX_FUNCTIONS = 100
 MIN_FUNCTION_SHARE = 1e-4
 # zprof allocs' load, and zprof bench's, where the project's zprof.toml sets none.
 ALLOCS_LOAD, TRIALS_LOAD = (4, 1), (50, 16)
-GIT_TIMEOUT_S = 10.0
 STORE = Path(".zprof") / "baselines"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 WORKING_TREE = "working tree"
@@ -305,42 +303,6 @@ def _sample(record: RunRecord) -> TrialSample:
 
 
 # Git ------------------------------------------------------------------------------------------
-def _git(directory: Path, *args: str) -> str | None:
-    # Not git's hook variables: a pre-commit hook runs zprof with GIT_DIR and GIT_INDEX_FILE set for the
-    # repository's top level, which would misplace a project in a subdirectory.
-    env = {key: value for key, value in os.environ.items() if not key.startswith("GIT_")}
-    try:
-        done = run_bounded(["git", "-C", str(directory), *args], GIT_TIMEOUT_S, env=env)
-    except FileNotFoundError:  # no git: not a checkout zprof can read
-        return None
-    except subprocess.TimeoutExpired as error:
-        raise ZprofError(f"git {args[0]} did not answer within {GIT_TIMEOUT_S:.0f} s") from error
-    return done.stdout if done.returncode == 0 else None
-
-
-def git_state(directory: Path) -> GitState | None:
-    """The project's commit and whether its tracked files differ from it; None outside a git checkout."""
-    described = _git(directory, "log", "-1", "--format=%H%n%h%n%cI%n%s")
-    if described is None:
-        return None
-    commit, short, committed, subject = ([*described.splitlines(), "", "", "", ""])[:4]
-    if not commit:
-        return None
-    status = _git(directory, "status", "--porcelain", "--untracked-files=no", "--", ".")
-    return GitState(commit, short, bool(status and status.strip()), committed, subject)
-
-
-def git_hooks_dir(directory: Path) -> Path | None:
-    """Where the project's repository keeps its hooks (core.hooksPath and worktrees respected)."""
-    hooks = _git(directory, "rev-parse", "--path-format=absolute", "--git-path", "hooks")
-    return Path(hooks.strip()) if hooks else None
-
-
-def git_toplevel(directory: Path) -> Path | None:
-    top = _git(directory, "rev-parse", "--show-toplevel")
-    return Path(top.strip()) if top else None
-
-
 def default_name(git: GitState | None) -> str:
     """The short commit, `-dirty` when tracked files changed; outside git, the time it is saved."""
     if git is None:

@@ -33,7 +33,7 @@ from zprof.analysis.verdicts import (
 )
 from zprof.collect.disk import DiskWrites, disk_writes, written_between
 from zprof.collect.machine import CpuMeter, load_average, machine_info, tree_rss_bytes
-from zprof.errors import EXIT_TARGET, PartialRun, ZprofError
+from zprof.errors import EXIT_TARGET, PartialRun, ServerCrashed, ZprofError
 from zprof.load.calibration import MAX_LENGTHENINGS, MIN_TRIAL_SECONDS, long_enough, requests_for
 from zprof.load.driver import LoadError, LoadResult, Workload, drive
 from zprof.load.probe import Capabilities, dbsize, probe
@@ -99,10 +99,7 @@ class Side:
         return fresh_server(self.spec, self.run_dir, self.starts, self.label)
 
     def start_note(self) -> Note | None:
-        if not self.starts.crashes:
-            return None
-        return Note("server.start-crashes", {"server": self.label, "crashes": self.starts.crashes,
-                                              "starts": self.starts.starts, "how": self.starts.last_crash})
+        return self.starts.note(self.label)
 
 
 @dataclass(frozen=True)
@@ -172,6 +169,8 @@ def load_limitations(plan: LoadPlan, commands: list[str]) -> list[Note]:
 
 def crash_error(server: Server, side: Side, what: str) -> ZprofError:
     crash = server.crashed(what)
+    if isinstance(crash, ServerCrashed) and side.name == TARGET:
+        return ServerCrashed(f"{side.label}: {crash.message}", detail=crash.detail, stack=crash.stack)
     return ZprofError(f"{side.label}: {crash.message}", detail=crash.detail, exit_code=crash.exit_code)
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psutil
 
+from zprof.analysis.entries import entry_layouts
 from zprof.analysis.growth import RawSample, Recording, analyse, held_by_site, program_allocations
 from zprof.builder.shim import ENV_VAR
 from zprof.collect import process
@@ -155,6 +156,7 @@ def measure_memory(options: MemoryOptions, progress: Reporter) -> MemoryRun:
                         error_share=round(load.errors / load.requests, 4) if load.requests else 0.0),
         analysis=analysis, notes=notes, complete=recorder.error is None,
         error=recorder.error.message if recorder.error else None,
+        entries=entry_layouts(built.binary, analysis.holders),
     )
     if recorder.error is not None:
         raise PartialRun(recorder.error, run)

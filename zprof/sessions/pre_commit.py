@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from zprof.errors import ZprofError
-from zprof.sessions.baseline import check_name, git_hooks_dir, git_toplevel
+from zprof.git import git_hooks_dir, git_toplevel
+from zprof.sessions.baseline import check_name
 
 HOOK = "pre-commit"
 

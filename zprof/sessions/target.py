@@ -21,7 +21,7 @@ from zprof.builder.project import SourceRoots, ZigProject, load_project
 from zprof.builder.toolchain import find_zig
 from zprof.config import ProjectConfig
 from zprof.errors import EXIT_TARGET, ZprofError
-from zprof.load.driver import LoadError, LoadResult, Workload, run_requests
+from zprof.load.driver import LoadError, LoadResult, LoadSession, Workload, run_requests
 from zprof.load.probe import PROBE_TIMEOUT_S, Capabilities, check_command, probe
 from zprof.load.support import ZPROF_OWN, Support, check
 from zprof.model.common import Note, TargetInfo
@@ -216,9 +216,8 @@ def probed_server(spec: ServerSpec, run_dir: Path, notes: list[Note], probe: Cal
 
 def start_notes(spec: ServerSpec, server: Server, starts: Starts, label: str) -> list[Note]:
     notes = []
-    if starts.crashes:
-        notes.append(Note("server.start-crashes", {"server": label, "crashes": starts.crashes,
-                                                    "starts": starts.starts, "how": starts.last_crash}))
+    if (crashed := starts.note(label)) is not None:
+        notes.append(crashed)
     if server.waited_for_port >= PORT_WAIT_WORTH_SAYING_S:
         notes.append(Note("server.port-waited", {"port": server.port, "seconds": round(server.waited_for_port, 2)}))
     port_vars = [name for name, value in spec.env.items() if "{port}" in value]
@@ -244,3 +243,49 @@ def run_fixed(server: Server, workloads: list[Workload], requests: int, probed: 
             raise server.crashed("crashed before the first request") from failure
         raise ZprofError(f"cannot connect to the server: {failure}", detail=server.log_tail(),
                          exit_code=EXIT_TARGET) from failure
+
+
+# A load run's deadline, from the work asked for: FACTOR times what it should take at the rate the warm-up
+# measured (SLOWEST_RATE requests a second before that), and never under the floor. A server that stops
+# answering is caught far sooner, by the driver's deadline on every batch.
+LOAD_DEADLINE_FLOOR_S = 600.0
+LOAD_DEADLINE_FACTOR = 10.0
+SLOWEST_RATE = 1000.0
+
+
+def load_counter(progress: Reporter, total: int) -> Callable[[int], None]:
+    done = 0
+
+    def count(requests: int) -> None:
+        nonlocal done
+        done += requests
+        progress.count(done, total)
+
+    return count
+
+
+class LoadInterrupted(Exception):
+    """A load run cut short by a crash or a stall, with what it measured before."""
+
+    def __init__(self, result: LoadResult, error: ZprofError) -> None:
+        self.result, self.error = result, error
+
+
+async def run_load(session: LoadSession, workload: Workload, requests: int, pipeline: int, server: Server,
+               progress: Callable[[int], None], expected_rate: float | None) -> LoadResult:
+    """One load run; a crash or a stall keeps what was measured (`LoadInterrupted`)."""
+    deadline = max(LOAD_DEADLINE_FLOOR_S, LOAD_DEADLINE_FACTOR * requests / (expected_rate or SLOWEST_RATE))
+    try:
+        return await asyncio.wait_for(session.run(workload, requests, pipeline, progress), deadline)
+    except LoadError as failure:
+        if server.exited_within(1.0):
+            raise LoadInterrupted(failure.result, server.crashed(
+                f"crashed after {failure.result.requests:,} of {requests:,} requests")) from failure
+        raise LoadInterrupted(failure.result, ZprofError(
+            f"{failure} after {failure.result.requests:,} of {requests:,} requests",
+            detail=server.log_tail(), exit_code=EXIT_TARGET)) from failure
+    except TimeoutError as timeout:
+        basis = "the warm-up's rate" if expected_rate else f"{SLOWEST_RATE:g} requests a second"
+        raise ZprofError(f"the load of {requests:,} {workload.command} requests did not finish within {deadline:.0f} s "
+                         f"({LOAD_DEADLINE_FACTOR:g} times what {basis} predicts)",
+                         exit_code=EXIT_TARGET) from timeout

@@ -15,11 +15,20 @@ from pathlib import Path
 from typing import TypeVar
 
 from zprof import artifact
-from zprof.analysis.hotspots import debug_capture_share
+from zprof.analysis.hotspots import allocator_shares, debug_capture_share
 from zprof.analysis.judgement import judge_validation
-from zprof.analysis.recommendations import ErrorReplies, Evidence, ProfileCosts, profile_costs, recommend
+from zprof.analysis.recommendations import (
+    ErrorReplies,
+    Evidence,
+    ProfileCosts,
+    ServerCrash,
+    profile_costs,
+    recommend,
+)
 from zprof.analysis.stacks import StackProfile
+from zprof.collect.crash import CrashStack
 from zprof.errors import EveryRequestFailed, PartialRun, ZprofError
+from zprof.git import git_state
 from zprof.load.workloads import DEFAULT_KEYSPACE, bench_workload, mixed_workload, workload_for
 from zprof.model.allocs import AllocsRun
 from zprof.model.baseline import Baseline, RegressRun
@@ -27,6 +36,7 @@ from zprof.model.bench import EXCELLENT, UNACCEPTABLE, BenchRun, CommandComparis
 from zprof.model.common import Note
 from zprof.model.flame import FlameRun
 from zprof.model.memory import MemoryRun
+from zprof.model.syscalls import SyscallsRun
 from zprof.model.validate import (
     Part,
     Recommendation,
@@ -37,10 +47,11 @@ from zprof.progress import Prefixed, Reporter
 from zprof.report.memory import write_memory_pictures
 from zprof.report.profile_files import write_outputs
 from zprof.sessions.allocs import AllocsOptions, measure_allocs
-from zprof.sessions.baseline import check_regression, git_state, load_baseline, project_root, saved_names
+from zprof.sessions.baseline import check_regression, load_baseline, project_root, saved_names
 from zprof.sessions.bench import BenchOptions, run_bench
 from zprof.sessions.flame import DEFAULT_FREQUENCY_HZ, FlameOptions, Profiled, record_flame
 from zprof.sessions.memory import MemoryOptions, measure_memory
+from zprof.sessions.syscalls import SyscallsOptions, measure_syscalls
 from zprof.sessions.target import TargetOptions
 
 RunT = TypeVar("RunT")
@@ -61,12 +72,14 @@ class Effort:
     bench_keys: int
     min_trial_seconds: float
     p999_pass: bool
+    syscalls_requests: int = 2000
 
 
 FULL = Effort(allocs_requests=10_000, allocs_warmup=5_000, flame_seconds=20, memory_seconds=30, bench_trials=3,
               bench_requests=100_000, bench_warmup=10_000, bench_keys=100_000, min_trial_seconds=1.0, p999_pass=True)
 QUICK = Effort(allocs_requests=2_000, allocs_warmup=1_000, flame_seconds=5, memory_seconds=4, bench_trials=3,
-               bench_requests=10_000, bench_warmup=2_000, bench_keys=10_000, min_trial_seconds=0.5, p999_pass=False)
+               bench_requests=10_000, bench_warmup=2_000, bench_keys=10_000, min_trial_seconds=0.5, p999_pass=False,
+               syscalls_requests=1000)
 
 
 @dataclass(frozen=True)
@@ -88,7 +101,8 @@ class _Validation:
         self.options, self.out_dir, self.progress = options, out_dir, progress
         self.parts: list[Part] = []
         self.failed_requests: list[ErrorReplies] = []  # measurements that got nothing but error replies
-        self.total_parts = len(options.commands) + 4
+        self.crashed: list[ServerCrash] = []  # measurements the target's crash ended
+        self.total_parts = len(options.commands) + len(traced_commands(options.commands)) + 4
 
     def target_args(self) -> list[str]:
         """The target options as the user gave them, for the command line of each part."""
@@ -101,6 +115,11 @@ class _Validation:
         if target.optimize:
             args += ["--optimize", target.optimize]
         return args
+
+    def _crashed(self, name: str, failure: ZprofError) -> None:
+        stack = getattr(failure, "stack", None)
+        if isinstance(stack, CrashStack):
+            self.crashed.append(ServerCrash(f"zprof {name}", failure.message, stack.how, stack))
 
     def measure(self, name: str, directory: str, command_line: list[str],
                 measure: Callable[[Path, Reporter], RunT]) -> RunT | None:
@@ -115,17 +134,26 @@ class _Validation:
         try:
             run = measure(part_dir, progress)
         except PartialRun as partial:
-            run, error = partial.run, partial.error.message  # type: ignore[assignment]
+            run, error = partial.run, partial.message  # type: ignore[assignment]
+            self._crashed(name, partial)
         except EveryRequestFailed as failure:
             error = failure.message
             self.failed_requests.append(ErrorReplies(failure.command, f"zprof {name}",
                                                      failure.requests, failure.requests, failure.first_error))
         except ZprofError as failure:
             error = failure.message
+            self._crashed(name, failure)
         if run is not None:
             artifact.write(run, part_dir / artifact.RUN_FILE)  # type: ignore[arg-type]
         self.parts.append(Part(name, full_line, directory, round(time.perf_counter() - started, 1), error))
         return run
+
+
+def traced_commands(commands: list[str]) -> list[str]:
+    """The commands whose system calls a validation traces: a write and a read (SET and GET where the suite has
+    them, else its first two), since a server's calls per request differ by those far more than by command."""
+    chosen = [command for command in ("SET", "GET") if command in commands]
+    return chosen or commands[:2]
 
 
 def validate(options: ValidateOptions, out_dir: Path, progress: Reporter) -> ValidateRun:
@@ -148,6 +176,18 @@ def validate(options: ValidateOptions, out_dir: Path, progress: Reporter) -> Val
         if run is not None:
             allocs.append(run)
 
+    syscalls: list[SyscallsRun] = []
+    for command in traced_commands(options.commands):
+        syscalls_options = SyscallsOptions(target, workload_for(command, None, DEFAULT_KEYSPACE),
+                                           effort.syscalls_requests, 1, 1, effort.syscalls_requests // 2)
+        traced = validation.measure(
+            f"syscalls {command}", f"syscalls-{command}",
+            ["syscalls", command, "--requests", str(effort.syscalls_requests), "--warmup",
+             str(effort.syscalls_requests // 2)],
+            lambda _dir, progress, o=syscalls_options: measure_syscalls(o, progress))
+        if traced is not None:
+            syscalls.append(traced)
+
     profile: StackProfile | None = None
 
     def flame(directory: Path, progress: Reporter) -> FlameRun:
@@ -160,7 +200,7 @@ def validate(options: ValidateOptions, out_dir: Path, progress: Reporter) -> Val
             profiled = partial.run  # type: ignore[assignment]
             _flame_files(profiled, directory)
             profile = profiled.profile
-            raise PartialRun(partial.error, profiled.run) from partial
+            raise PartialRun(partial, profiled.run) from partial
         _flame_files(profiled, directory)
         profile = profiled.profile
         return profiled.run
@@ -206,7 +246,8 @@ def validate(options: ValidateOptions, out_dir: Path, progress: Reporter) -> Val
 
     costs = profile_costs(profile, options.commands) if profile is not None else ProfileCosts({}, 0.0)
     evidence = Evidence(allocs, flame_run, costs, memory_run, bench_run, validation.failed_requests,
-                        debug_capture_share(profile) if profile is not None else None)
+                        debug_capture_share(profile) if profile is not None else None, validation.crashed, syscalls,
+                        allocator_shares(profile) if profile is not None else {})
     recommendations = recommend(evidence)
     target_info = evidence.target
     if target_info is None:
@@ -217,7 +258,8 @@ def validate(options: ValidateOptions, out_dir: Path, progress: Reporter) -> Val
     judgement = judge_validation(bench_run, recommendations, regress, throughput, p99)
     return ValidateRun(
         subject=f"{target_info.name}" + (f" at {commit}" if commit else ""), target=target_info,
-        commands=options.commands, quick=options.quick, parts=validation.parts, allocs=allocs, flame=flame_run,
+        commands=options.commands, quick=options.quick, parts=validation.parts, allocs=allocs, syscalls=syscalls,
+        flame=flame_run,
         memory=memory_run, bench=bench_run, recommendations=recommendations, throughput=throughput, p99=p99,
         overall=judgement.overall, verdict=judgement.verdict, blockers=judgement.blockers,
         undecided=judgement.undecided, action_items=_action_items(judgement.blockers, recommendations),

@@ -25,6 +25,8 @@ pub const Context = struct {
     /// The connection's reply buffer.
     out: *Writer,
     defects: defects.Set,
+    /// The values of the defects that take one (`slow-get=NS`).
+    defect_params: defects.Params = .{},
     /// Only `ok-to-unknown` acts here; the others act on the connection.
     faults: faults.Set = .initEmpty(),
     /// Where the `grow-log` defect appends; the server's, guarded by the keyspace lock.
@@ -313,6 +315,7 @@ fn set(ctx: *Context, args: []const []const u8) Error!void {
 }
 
 fn get(ctx: *Context, args: []const []const u8) Error!void {
+    if (ctx.defects.contains(.slow_get)) defects.slowGet(ctx.defect_params.slow_get_ns, ctx.defect_params.spin_rate);
     if (try ctx.keyspace.getString(args[1])) |value| {
         try resp.writeBulkString(ctx.out, value);
     } else {

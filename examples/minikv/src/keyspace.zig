@@ -10,10 +10,27 @@
 
 const std = @import("std");
 const Allocator = std.mem.Allocator;
+const shape = @import("shape");
 
 pub const Error = Allocator.Error || error{WrongType};
 
-pub const Value = union(enum) {
+/// What a key holds. A `-Dfat-value` build adds `sketch`, a variant no
+/// command makes, whose inline registers make every Value, and so every
+/// entry of the keyspace's table, larger than 4 KiB: the shape of a server
+/// whose hash table stores big values in place. The two declarations differ
+/// only in that variant.
+pub const Value = if (shape.fat_value) union(enum) {
+    string: []u8,
+    list: List,
+    set: Set,
+    hash: Hash,
+    zset: SortedSet,
+    sketch: Sketch,
+
+    pub const Kind = std.meta.Tag(Value);
+    pub const deinit = deinitValue;
+    const isEmpty = valueIsEmpty;
+} else union(enum) {
     string: []u8,
     list: List,
     set: Set,
@@ -21,22 +38,36 @@ pub const Value = union(enum) {
     zset: SortedSet,
 
     pub const Kind = std.meta.Tag(Value);
-
-    pub fn deinit(value: *Value, gpa: Allocator) void {
-        switch (value.*) {
-            .string => |bytes| gpa.free(bytes),
-            inline else => |*container| container.deinit(gpa),
-        }
-        value.* = undefined;
-    }
-
-    fn isEmpty(value: *const Value) bool {
-        return switch (value.*) {
-            .string => false,
-            inline else => |*container| container.count() == 0,
-        };
-    }
+    pub const deinit = deinitValue;
+    const isEmpty = valueIsEmpty;
 };
+
+/// A HyperLogLog-like sketch, held inline (not behind a pointer): only in
+/// `-Dfat-value` builds' Value, and never made by any command.
+pub const Sketch = struct {
+    registers: [4096]u8,
+
+    /// Owns no memory: its registers are part of the Value.
+    pub fn deinit(_: *Sketch, _: Allocator) void {}
+};
+
+fn deinitValue(value: *Value, gpa: Allocator) void {
+    switch (value.*) {
+        .string => |bytes| gpa.free(bytes),
+        inline else => |*container| container.deinit(gpa),
+    }
+    value.* = undefined;
+}
+
+fn valueIsEmpty(value: *const Value) bool {
+    return switch (value.*) {
+        inline else => |*held| switch (@TypeOf(held.*)) {
+            // Neither is a container: never empty, as Redis never keeps an empty string key.
+            []u8, Sketch => false,
+            else => held.count() == 0,
+        },
+    };
+}
 
 /// The container type stored under `kind`, e.g. `Container(.list) == List`.
 pub fn Container(comptime kind: Value.Kind) type {
@@ -397,6 +428,15 @@ pub const SortedSet = struct {
 };
 
 const testing = std.testing;
+
+test "a Value is larger than 4 KiB exactly in -Dfat-value builds" {
+    if (shape.fat_value) {
+        try testing.expect(@sizeOf(Value) > 4096);
+    } else {
+        try testing.expect(@sizeOf(Value) <= 64);
+        try testing.expect(!@hasField(Value, "sketch"));
+    }
+}
 
 test "strings: put, overwrite, delete" {
     var keyspace: Keyspace = .init(testing.allocator);

@@ -1,8 +1,10 @@
 //! Networking: one detached thread per client, one mutex around the keyspace.
 //!
 //! Each connection reads whatever the socket has, executes every complete
-//! request in its buffer, and sends all their replies with a single write, so
-//! pipelined clients cost one read and one write per batch.
+//! request in its buffer, and sends all their replies with a single write
+//! (sendmsg(2), through std.net.Stream.Writer), so pipelined clients cost one
+//! read and one write per batch. The `write-per-part` defect instead sends
+//! every reply as soon as it is made, in three writes.
 
 const std = @import("std");
 const posix = std.posix;
@@ -64,6 +66,8 @@ pub const Scratch = enum {
 pub const Server = struct {
     gpa: Allocator,
     defects: defects.Set,
+    /// The values of the defects that take one (`slow-get=NS`).
+    defect_params: defects.Params = .{},
     faults: faults.Set,
     limits: faults.Limits,
     scratch: Scratch,
@@ -246,6 +250,7 @@ const Connection = struct {
                 .execute => {},
                 .fail => {
                     try conn.output.writer.writeAll(faults.sporadic_error_reply);
+                    try conn.replied();
                     continue;
                 },
                 .crash => {
@@ -260,6 +265,7 @@ const Connection = struct {
                 .arena = scratch,
                 .out = &conn.output.writer,
                 .defects = server.defects,
+                .defect_params = server.defect_params,
                 .faults = server.faults,
                 .audit_log = &server.audit_log,
                 .append_log = if (server.append_log) |*append_log| append_log else null,
@@ -274,9 +280,18 @@ const Connection = struct {
                 conn.flush() catch {};
                 server.shutdown();
             }
-            if (conn.output.written().len >= output_flush_threshold) try conn.flush();
+            try conn.replied();
         }
         conn.discardInput(consumed);
+    }
+
+    /// After each request's reply: sends what is pending if it has grown
+    /// large, or, with `write-per-part`, always, so that each reply goes out
+    /// on its own.
+    fn replied(conn: *Connection) !void {
+        if (conn.server.defects.contains(.write_per_part) or conn.output.written().len >= output_flush_threshold) {
+            try conn.flush();
+        }
     }
 
     /// Drops the first `len` bytes of `input`, moving any partial request to the front.
@@ -294,7 +309,8 @@ const Connection = struct {
         }
     }
 
-    /// Sends all pending replies.
+    /// Sends all pending replies: with `write-per-part` just one reply
+    /// (`replied` sends each as soon as it is made), in three writes.
     fn flush(conn: *Connection) !void {
         const pending = conn.output.written();
         if (pending.len == 0) return;
@@ -303,7 +319,11 @@ const Connection = struct {
         if (conn.server.traffic.garbles(conn.server.faults)) {
             socket_writer.interface.writeAll(faults.garble_byte) catch return socket_writer.err orelse error.WriteFailed;
         }
-        socket_writer.interface.writeAll(pending) catch return socket_writer.err orelse error.WriteFailed;
+        if (conn.server.defects.contains(.write_per_part)) {
+            try defects.writeReplyInParts(conn.stream, pending);
+        } else {
+            socket_writer.interface.writeAll(pending) catch return socket_writer.err orelse error.WriteFailed;
+        }
         conn.output.clearRetainingCapacity();
         if (conn.output.writer.buffer.len > max_retained_capacity) {
             conn.output.deinit();

@@ -1,0 +1,1 @@
+pub const defects: []const []const u8 = &.{};
