@@ -69,6 +69,7 @@ bench: $(STAMP)
 	  --binary "$$($(ZPROF) build --no-shim --project $(BENCH_PROJECT) 2>/dev/null | tail -1)"
 	$(PY) benchmarks/driver.py
 	$(PY) benchmarks/turnaround.py --project $(BENCH_PROJECT)
+	$(PY) benchmarks/regress_power.py
 	$(MAKE) profile
 
 # zprof's own Python, sampled by py-spy (wall time, waits included) during an allocs and a flame run;

@@ -83,8 +83,9 @@ def test_a_commit_against_itself_is_never_a_regression(run_zprof, repository, tm
     assert all(f["detectable_percent"] is not None for f in inconclusive)
 
 
-def test_a_revision_that_names_no_commit_is_bad_input(run_zprof, repository):
-    done = run_zprof("compare", "no-such-branch", "--project", str(repository))
+@pytest.mark.parametrize("command", [("compare", "no-such-branch"), ("regress", "--baseline-rev", "no-such-branch")])
+def test_a_revision_that_names_no_commit_is_bad_input(run_zprof, repository, command):
+    done = run_zprof(*command, "--project", str(repository))
     assert done.returncode == 2 and "no-such-branch" in done.output and "Traceback" not in done.output
 
 

@@ -131,7 +131,8 @@ def test_bad_baselines_are_clear_errors(run_zprof, saved, tmp_path):
         for args, code, phrase in ((("--baseline", "cut"), 2, "not readable JSON"),
                                    (("--baseline", "nope"), 2, "no baseline named nope"),
                                    (("--baseline", "allocs-run"), 2, "not a valid allocs run"),
-                                   (("--baseline", "../x"), 2, "is not a baseline name")):
+                                   (("--baseline", "../x"), 2, "no baseline file at ../x"),
+                                   (("--baseline", "-x"), 2, "is not a baseline name")):
             done = run_zprof("regress", "--project", str(saved.root), *args, timeout=60)
             assert done.returncode == code and phrase in done.output and "Traceback" not in done.output, done.output
         # zprof baseline list shows the readable ones and says which are not.
@@ -143,6 +144,10 @@ def test_bad_baselines_are_clear_errors(run_zprof, saved, tmp_path):
     empty = minikv_repository(tmp_path / "empty")
     done = run_zprof("regress", "--project", str(empty), timeout=60)
     assert done.returncode == 2 and "no baseline is saved" in done.output
+    # A baseline file from anywhere, by its path (or its directory's): another checkout's, here.
+    for given in (saved.file, saved.file.parent):
+        code, _, run = regress(run_zprof, empty, tmp_path, "--baseline", str(given), name=f"from-{given.name}")
+        assert code == 0 and run["outcome"] == "pass", run
 
 
 def test_a_baseline_from_another_zig_is_compared_with_a_warning(run_zprof, saved, tmp_path):

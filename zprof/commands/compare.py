@@ -9,14 +9,11 @@ from pathlib import Path
 import click
 
 from zprof.commands.options import Outputs, measure_and_report, output_options, target_options
-from zprof.errors import EXIT_INCONCLUSIVE, EXIT_TARGET, EXIT_USAGE, ZprofError
+from zprof.errors import ZprofError
 from zprof.load.workloads import DEFAULT_KEYSPACE, bench_workload
-from zprof.model.compare import INCONCLUSIVE, NOT_MEASURED, REGRESSION
 from zprof.report.common import make_console
 from zprof.sessions.compare import CompareOptions, measure_compare
 from zprof.sessions.target import TargetOptions
-
-EXIT_BY_OUTCOME = {REGRESSION: EXIT_TARGET, INCONCLUSIVE: EXIT_INCONCLUSIVE, NOT_MEASURED: EXIT_USAGE}
 
 
 @click.command("compare")
@@ -55,4 +52,4 @@ def compare_command(before: str, after: str | None, target: TargetOptions, comma
                              clients=clients, pipeline=pipeline, allocations=not no_allocations)
     outputs = Outputs.prepare("compare", output, json_path)
     run = measure_and_report(lambda progress: measure_compare(options, progress), outputs, make_console())
-    return EXIT_BY_OUTCOME.get(run.outcome, 0)
+    return run.exit_code

@@ -12,19 +12,36 @@ from zprof import artifact
 from zprof.commands.options import suite_options, target_options
 from zprof.errors import ZprofError
 from zprof.files import write_text_atomically
+from zprof.load.workloads import DEFAULT_KEYSPACE, bench_workload
 from zprof.progress import LiveProgress
 from zprof.report.common import make_console
+from zprof.report.compare import compare_document
 from zprof.report.regress import regress_document
 from zprof.report.render import to_markdown, to_terminal
-from zprof.sessions.baseline import check_name, check_regression, load_baseline, project_root, suite_settings
+from zprof.sessions.baseline import (
+    DEFAULT_COMMANDS,
+    baseline_file,
+    check_name,
+    check_regression,
+    is_baseline_path,
+    load_baseline,
+    project_root,
+    read_baseline,
+    suite_settings,
+)
+from zprof.sessions.compare import CompareOptions, measure_compare
 from zprof.sessions.pre_commit import install_pre_commit_hook
 from zprof.sessions.target import TargetOptions
 
 
 @click.command("regress")
 @target_options
-@click.option("--baseline", "baseline_name", default=None, metavar="NAME",
-              help="The baseline to compare with (default: the one saved last).")
+@click.option("--baseline", "baseline_name", default=None, metavar="NAME|PATH",
+              help="The baseline to compare with: a name in the project's .zprof/baselines/, or a baseline file "
+                   "(or a directory holding one) from anywhere (default: the one saved last).")
+@click.option("--baseline-rev", default=None, metavar="REV",
+              help="Instead of a saved baseline: build git revision REV and run it beside the working tree now "
+                   "(zprof compare's engine); exit 3 when inconclusive.")
 @suite_options
 @click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False, path_type=Path),
               help="Save the check, with both runs' raw values, as JSON (schema zprof.regress/1).")
@@ -32,7 +49,8 @@ from zprof.sessions.target import TargetOptions
               help="Write the report as Markdown (for a CI job summary).")
 @click.option("--install-hook", is_flag=True,
               help="Write a git pre-commit hook that runs zprof regress --trials 0, and exit.")
-def regress_command(target: TargetOptions, baseline_name: str | None, commands: list[str] | None,
+def regress_command(target: TargetOptions, baseline_name: str | None, baseline_rev: str | None,
+                    commands: list[str] | None,
                     requests: int | None, trials: int | None, against: str | None, min_trial_seconds: float,
                     json_path: Path | None, markdown_path: Path | None, install_hook: bool) -> int:
     """Run the baseline's suite on the current tree and compare: exit 0 when nothing regressed, 1 on a
@@ -45,7 +63,10 @@ def regress_command(target: TargetOptions, baseline_name: str | None, commands: 
     for path, flag in ((json_path, "--json"), (markdown_path, "--markdown")):
         if path is not None and not path.absolute().parent.is_dir():
             raise ZprofError(f"cannot write {flag} {path}: {path.absolute().parent} is not a directory")
-    baseline = load_baseline(root, check_name(baseline_name) if baseline_name else None)
+    if baseline_rev is not None:
+        return _against_revision(target, baseline_rev, commands or list(DEFAULT_COMMANDS), json_path, markdown_path)
+    baseline = (read_baseline(baseline_file(baseline_name)) if baseline_name and is_baseline_path(baseline_name)
+                else load_baseline(root, check_name(baseline_name) if baseline_name else None))
     suite = baseline.settings
     explicit_seconds = (click.get_current_context().get_parameter_source("min_trial_seconds")
                         is not click.core.ParameterSource.DEFAULT)
@@ -56,6 +77,21 @@ def regress_command(target: TargetOptions, baseline_name: str | None, commands: 
     with LiveProgress(Console(stderr=True)) as progress:
         run = check_regression(target, baseline, settings, progress)
     document = regress_document(run)
+    if json_path is not None:
+        artifact.write(run, json_path)
+    if markdown_path is not None:
+        write_text_atomically(markdown_path, to_markdown(document))
+    to_terminal(document, make_console())
+    return run.exit_code
+
+
+def _against_revision(target: TargetOptions, revision: str, commands: list[str], json_path: Path | None,
+                      markdown_path: Path | None) -> int:
+    """The gate as zprof compare runs it: REV built and run beside the working tree, round by round."""
+    options = CompareOptions(target, revision, None, [bench_workload(name, DEFAULT_KEYSPACE) for name in commands])
+    with LiveProgress(Console(stderr=True)) as progress:
+        run = measure_compare(options, progress)
+    document = compare_document(run)
     if json_path is not None:
         artifact.write(run, json_path)
     if markdown_path is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from zprof.errors import EXIT_INCONCLUSIVE, EXIT_TARGET, EXIT_USAGE
 from zprof.model.common import Note, TargetInfo
 from zprof.model.flame import ShareChange
 
@@ -72,3 +73,7 @@ class CompareRun:
     outcome: str
     seconds: float
     notes: list[Note] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return {REGRESSION: EXIT_TARGET, INCONCLUSIVE: EXIT_INCONCLUSIVE, NOT_MEASURED: EXIT_USAGE}.get(self.outcome, 0)

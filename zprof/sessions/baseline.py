@@ -369,6 +369,25 @@ def saved_names(root: Path) -> list[str]:
     return sorted(path.stem for path in store.glob("*.json")) if store.is_dir() else []
 
 
+def is_baseline_path(given: str) -> bool:
+    """A --baseline that names a file or directory (it has a slash, ends in .json, or exists), not a name."""
+    return "/" in given or given.endswith(".json") or Path(given).exists()
+
+
+def baseline_file(given: str) -> Path:
+    """The baseline file a --baseline PATH names: the file itself, or the one newest in a directory (a copy of
+    another checkout's .zprof/baselines/, say); bad input when there is none."""
+    path = Path(given).expanduser()
+    if path.is_dir():
+        files = sorted(path.glob("*.json"), key=lambda file: file.stat().st_mtime)
+        if not files:
+            raise ZprofError(f"no baseline file (*.json) in {path}")
+        return files[-1]
+    if not path.is_file():
+        raise ZprofError(f"no baseline file at {path}")
+    return path
+
+
 def load_baseline(root: Path, name: str | None) -> Baseline:
     """The baseline NAME, or the one saved last; ZprofError (exit 2) when there is none."""
     names = saved_names(root)
