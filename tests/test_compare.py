@@ -97,3 +97,12 @@ def test_a_revision_is_exported_once_under_its_commit(repository, zprof_env, mon
     assert "&.{}" in (first.project / "src" / "planted.zig").read_text()
     with pytest.raises(ZprofError):
         revision(repository.parent, "HEAD")  # not a git checkout
+
+
+def test_a_build_that_crashes_in_every_start_could_not_be_measured(run_zprof, repository):
+    """minikv aborts on its first request with --crash-after 0, PING included: every start crashes."""
+    done = run_zprof("compare", "HEAD", "HEAD", "--project", str(repository), "--commands", "GET",
+                     "--no-allocations", "--server-args", "--crash-after 0")
+    assert done.returncode == 2, done.output
+    assert "could not measure" in done.output and "in all 20 attempts" in done.output
+    assert "Traceback" not in done.output

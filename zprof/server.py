@@ -53,6 +53,10 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+class NeverStarted(ZprofError):
+    """The server crashed in every start zprof made: nothing of it could be measured."""
+
+
 class PingRefused(ZprofError):
     """The server listens and answers PING with an error: bad input (a server zprof cannot drive as it is
     started), said at once rather than after the ready timeout."""
@@ -428,8 +432,9 @@ def fresh_server(spec: ServerSpec, run_dir: Path, starts: Starts, label: str = "
             if starts.stack is None:
                 starts.stack = server.crash_stack()
             if crashes == START_ATTEMPTS:
-                raise ZprofError(f"{label} crashed during start-up in all {START_ATTEMPTS} attempts "
-                                 f"({starts.last_crash})", detail=error.detail, exit_code=error.exit_code) from error
+                raise NeverStarted(f"{label} crashed during start-up in all {START_ATTEMPTS} attempts "
+                                   f"({starts.last_crash})", detail=error.detail, exit_code=error.exit_code) \
+                    from error
             continue
         try:
             yield server

@@ -20,7 +20,7 @@ from pathlib import Path
 from zprof.analysis.hotspots import share_changes
 from zprof.analysis.sequential import HIGHER_IS_BETTER, INCONCLUSIVE, LOWER_IS_BETTER, Decision, Design, decide, plan
 from zprof.builder.revisions import Revision, revision
-from zprof.errors import ZprofError
+from zprof.errors import EXIT_USAGE, ZprofError
 from zprof.load.driver import Workload
 from zprof.load.probe import probe
 from zprof.load.redis_benchmark import redis_benchmark_path
@@ -38,7 +38,7 @@ from zprof.model.compare import (
 )
 from zprof.model.compare import Side as ComparedSide
 from zprof.progress import Prefixed, Reporter
-from zprof.server import HOST
+from zprof.server import HOST, NeverStarted
 from zprof.sessions.allocs import AllocsOptions, measure_allocs
 from zprof.sessions.bench import AlternatingTrials, Side, check_config_get, plan_load
 from zprof.sessions.flame import FlameOptions, record_flame
@@ -109,6 +109,15 @@ def _round_ratios(records: list[RunRecord], command: str) -> dict[str, float]:
 
 
 def measure_compare(options: CompareOptions, progress: Reporter) -> CompareRun:
+    """The comparison; a build that crashes in every start could not be measured (exit 2, not 1: the gate
+    cannot say whether the change regressed)."""
+    try:
+        return _compare(options, progress)
+    except NeverStarted as never:
+        raise ZprofError(f"could not measure: {never.message}", detail=never.detail, exit_code=EXIT_USAGE) from never
+
+
+def _compare(options: CompareOptions, progress: Reporter) -> CompareRun:
     started = time.monotonic()
     project = Path(options.target.project)
     revisions = (revision(project, options.before), revision(project, options.after))
@@ -234,8 +243,12 @@ def _moved_functions(options: CompareOptions, revisions: tuple[Revision, Revisio
             out = directory / str(index)
             out.mkdir()
             profiles.append(record_flame(flame, out, Prefixed(progress, f"profile at {rev.short}:", " ")).profile)
-    moved = share_changes(profiles[0], profiles[1], top=FUNCTIONS_NAMED * 3)
-    return [change for change in moved if change.kind == "project"][:FUNCTIONS_NAMED] or moved[:FUNCTIONS_NAMED]
+    # The project's functions that grew, their own code's growth first: a regression's cause, not the callers it
+    # lifts (whose total grows with it) nor what shrank as the cause took the samples.
+    moved = share_changes(profiles[0], profiles[1], top=1000)
+    grew = [change for change in moved if change.kind == "project" and (change.self_delta > 0 or change.delta > 0)]
+    grew.sort(key=lambda change: (-change.self_delta, -change.delta, change.function))
+    return grew[:FUNCTIONS_NAMED]
 
 
 def outcome_of(changes: list[CommandChange]) -> str:
