@@ -71,6 +71,7 @@ def compare_document(run: CompareRun) -> Document:
     document.paragraph(Span(f"Outcome: {OUTCOME_WORDS[run.outcome]}", OUTCOME_STYLES[run.outcome]))
     if run.outcome == INCONCLUSIVE:
         document.paragraph("Not a pass: the rounds could not tell a change within the threshold from one beyond it. "
-                           "Run again with a longer --budget (or on a quieter machine).")
+                           "Run again on a quieter machine, or plan more rounds: a larger --noise (and a --budget "
+                           "long enough for them).")
     add_notes(document, run.notes)
     return document
