@@ -13,9 +13,12 @@ from zprof.commands.options import suite_options, target_options
 from zprof.errors import ZprofError
 from zprof.files import write_text_atomically
 from zprof.load.workloads import DEFAULT_KEYSPACE, bench_workload
+from zprof.model.baseline import RegressRun
+from zprof.model.compare import CompareRun
 from zprof.progress import LiveProgress
 from zprof.report.common import make_console
 from zprof.report.compare import compare_document
+from zprof.report.document import Document
 from zprof.report.regress import regress_document
 from zprof.report.render import to_markdown, to_terminal
 from zprof.sessions.baseline import (
@@ -76,13 +79,7 @@ def regress_command(target: TargetOptions, baseline_name: str | None, baseline_r
                               min_trial_seconds if explicit_seconds else suite.min_trial_seconds)
     with LiveProgress(Console(stderr=True)) as progress:
         run = check_regression(target, baseline, settings, progress)
-    document = regress_document(run)
-    if json_path is not None:
-        artifact.write(run, json_path)
-    if markdown_path is not None:
-        write_text_atomically(markdown_path, to_markdown(document))
-    to_terminal(document, make_console())
-    return run.exit_code
+    return _report(run, regress_document(run), json_path, markdown_path)
 
 
 def _against_revision(target: TargetOptions, revision: str, commands: list[str], json_path: Path | None,
@@ -91,7 +88,12 @@ def _against_revision(target: TargetOptions, revision: str, commands: list[str],
     options = CompareOptions(target, revision, None, [bench_workload(name, DEFAULT_KEYSPACE) for name in commands])
     with LiveProgress(Console(stderr=True)) as progress:
         run = measure_compare(options, progress)
-    document = compare_document(run)
+    return _report(run, compare_document(run), json_path, markdown_path)
+
+
+def _report(run: RegressRun | CompareRun, document: Document, json_path: Path | None,
+            markdown_path: Path | None) -> int:
+    """The check saved where asked, printed, and its exit status."""
     if json_path is not None:
         artifact.write(run, json_path)
     if markdown_path is not None:
