@@ -32,10 +32,8 @@ from zprof.sessions.target import (
     run_directory,
     run_load,
     server_spec,
+    warm_up,
 )
-
-MAX_IDLE_WINDOW_S = 3.0
-MIN_IDLE_WINDOW_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -131,17 +129,8 @@ async def _measure(server: Server, counters: ShimCounters, options: AllocsOption
     workload, requests, warmup = options.workload, options.requests, options.warmup
     error: ZprofError | None = None
     try:
-        expected_seconds, warm_rate = 1.0, None
         origin = counters.settled_snapshot() if counters.attached() else None
-        if warmup:
-            progress.status("warm-up")
-            try:
-                warm = await run_load(session, workload.with_key_range(0), warmup, pipeline, server,
-                                  load_counter(progress, warmup), None)
-            except LoadInterrupted as interrupted:
-                raise interrupted.error from None
-            expected_seconds = warm.seconds * requests / max(warm.requests, 1)
-            warm_rate = warm.rps or None
+        warm = await warm_up(session, workload, warmup, requests, pipeline, server, progress)
         if not counters.attached():
             raise ZprofError(
                 "the server never wrote to zprof's counter file: it was not built by zprof with the shim",
@@ -149,7 +138,7 @@ async def _measure(server: Server, counters: ShimCounters, options: AllocsOption
             )
         bias = process.load_bias(server.pid, binary)
 
-        idle_seconds = min(max(expected_seconds, MIN_IDLE_WINDOW_S), MAX_IDLE_WINDOW_S)
+        idle_seconds = warm.idle_seconds
         progress.status(f"idle for {idle_seconds:.1f} s")
         idle_before = counters.snapshot()
         await asyncio.sleep(idle_seconds)
@@ -166,7 +155,7 @@ async def _measure(server: Server, counters: ShimCounters, options: AllocsOption
         halves = (requests // 2, requests - requests // 2)
         for half, share in enumerate(halves):
             try:
-                result.add(await run_load(session, measured, share, pipeline, server, count, warm_rate))
+                result.add(await run_load(session, measured, share, pipeline, server, count, warm.rate))
             except LoadInterrupted as interrupted:
                 result.add(interrupted.result)
                 error = interrupted.error

@@ -32,10 +32,8 @@ from zprof.sessions.target import (
     run_directory,
     run_load,
     server_spec,
+    warm_up,
 )
-
-# The idle window: as long as the load is expected to last, within these bounds.
-IDLE_WINDOW_S = (0.5, 3.0)
 
 
 @dataclass(frozen=True)
@@ -121,20 +119,11 @@ async def _trace(server: Server, run_dir: Path, options: SyscallsOptions, client
     error: ZprofError | None = None
     recorder: SyscallRecorder | None = None
     try:
-        expected_seconds, warm_rate = 1.0, None
-        if options.warmup:
-            progress.status("warm-up")
-            try:
-                warm = await run_load(session, options.workload.with_key_range(0), options.warmup, pipeline, server,
-                                      load_counter(progress, options.warmup), None)
-            except LoadInterrupted as interrupted:
-                raise interrupted.error from None
-            expected_seconds = warm.seconds * options.requests / max(warm.requests, 1)
-            warm_rate = warm.rps or None
+        warm = await warm_up(session, options.workload, options.warmup, options.requests, pipeline, server, progress)
         progress.status("attaching perf to the server's system calls")
         recorder = SyscallRecorder(server.pid, run_dir, options.call_graph)
         recorder.wait_until_recording()
-        idle_seconds = min(max(expected_seconds, IDLE_WINDOW_S[0]), IDLE_WINDOW_S[1])
+        idle_seconds = warm.idle_seconds
         progress.status(f"idle for {idle_seconds:.1f} s")
         idle_start = time.monotonic()
         await asyncio.sleep(idle_seconds)
@@ -143,7 +132,7 @@ async def _trace(server: Server, run_dir: Path, options: SyscallsOptions, client
         start = time.monotonic()
         try:
             result = await run_load(session, options.workload.with_key_range(1), options.requests, pipeline, server,
-                                    load_counter(progress, options.requests), warm_rate)
+                                    load_counter(progress, options.requests), warm.rate)
         except LoadInterrupted as interrupted:
             result, error = interrupted.result, interrupted.error
         window = (start, time.monotonic())

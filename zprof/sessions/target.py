@@ -289,3 +289,33 @@ async def run_load(session: LoadSession, workload: Workload, requests: int, pipe
         raise ZprofError(f"the load of {requests:,} {workload.command} requests did not finish within {deadline:.0f} s "
                          f"({LOAD_DEADLINE_FACTOR:g} times what {basis} predicts)",
                          exit_code=EXIT_TARGET) from timeout
+
+
+# The idle window before a measured run: as long as the run should last, within these bounds.
+IDLE_WINDOW_S = (0.5, 3.0)
+
+
+@dataclass(frozen=True)
+class WarmUp:
+    """What a warm-up showed of the measured run to come."""
+
+    expected_seconds: float  # how long the measured run should last at the warm-up's rate (1 s without one)
+    rate: float | None  # requests a second; None without a warm-up
+
+    @property
+    def idle_seconds(self) -> float:
+        return min(max(self.expected_seconds, IDLE_WINDOW_S[0]), IDLE_WINDOW_S[1])
+
+
+async def warm_up(session: LoadSession, workload: Workload, warmup: int, requests: int, pipeline: int,
+                  server: Server, progress: Reporter) -> WarmUp:
+    """`warmup` requests on keys the measured run (key range 1) never uses; a crash or a stall is the error."""
+    if not warmup:
+        return WarmUp(1.0, None)
+    progress.status("warm-up")
+    try:
+        warm = await run_load(session, workload.with_key_range(0), warmup, pipeline, server,
+                              load_counter(progress, warmup), None)
+    except LoadInterrupted as interrupted:
+        raise interrupted.error from None
+    return WarmUp(warm.seconds * requests / max(warm.requests, 1), warm.rps or None)
