@@ -6,7 +6,10 @@ against itself; each check --runs times, with its run time. The README records t
 Not a test: nothing is asserted. The issue's target: the planted slowdown detected with at least 80% power
 at the threshold, and no more than 5% false regressions on an unchanged tree.
 
-    python benchmarks/regress_power.py [--runs 10] [--sizes 500,2000,8000] [--commands GET]
+Each check is `zprof compare` with --no-allocations --no-instructions (the exact counts would find any
+slow-get at all: this measures the noisy test alone), --no-profile, and --budget (60 s by default).
+
+    python benchmarks/regress_power.py [--runs 10] [--sizes 60,150,500] [--commands GET] [--budget 60]
 """
 
 from __future__ import annotations
@@ -55,11 +58,17 @@ def repository(directory: Path, sizes: list[int]) -> Path:
     return repo
 
 
-def check(repo: Path, before: str, after: str, commands: str, out: Path) -> tuple[str, float, dict]:
+def check(repo: Path, before: str, after: str, commands: str, budget: float, out: Path) -> tuple[str, float, dict]:
+    """One comparison: its outcome ("error" with zprof's message when it saved no run), time and run."""
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "zprof", "compare", before, after, "--project", str(repo), "--commands",
-                    commands, "--no-allocations", "--output", str(out)], cwd=repo, capture_output=True, timeout=3600)
+    done = subprocess.run([sys.executable, "-m", "zprof", "compare", before, after, "--project", str(repo),
+                           "--commands", commands, "--no-allocations", "--no-instructions", "--no-profile",
+                           "--budget", str(budget),
+                           "--output", str(out)], cwd=repo, capture_output=True, text=True, timeout=3600)
     seconds = time.perf_counter() - started
+    if not (out / "run.json").exists():
+        print(f"  error (exit {done.returncode}): {done.stderr.strip().splitlines()[-1:]}", flush=True)
+        return "error", seconds, {}
     run = json.loads((out / "run.json").read_text())
     return run["outcome"], seconds, run
 
@@ -67,8 +76,9 @@ def check(repo: Path, before: str, after: str, commands: str, out: Path) -> tupl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("--sizes", default="500,2000,8000")
+    parser.add_argument("--sizes", default="60,150,500")
     parser.add_argument("--commands", default="GET")
+    parser.add_argument("--budget", type=float, default=60.0)
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",")]
     print(machine_line())
@@ -76,17 +86,21 @@ def main() -> None:
         repo = repository(Path(scratch), sizes)
         checks = [(f"slow-get={size}", "base", f"slow-{size}") for size in sizes] + [("unchanged", "base", "base")]
         for label, before, after in checks:
-            outcomes, seconds, estimates = [], [], []
+            outcomes, seconds, estimates, rounds = [], [], [], []
             for index in range(args.runs):
-                outcome, took, run = check(repo, before, after, args.commands, Path(scratch) / f"{label}-{index}")
+                outcome, took, run = check(repo, before, after, args.commands, args.budget,
+                                           Path(scratch) / f"{label}-{index}")
                 outcomes.append(outcome)
                 seconds.append(took)
-                figure = run["commands"][0]["figures"][0]
-                estimates.append(figure["estimate_percent"])
+                if run:
+                    estimates.append(run["commands"][0]["figures"][0]["estimate_percent"])
+                    rounds.append(run["rounds"])
             regressions = outcomes.count("regression")
+            measured = [e for e in estimates if e is not None]
+            change = f"median {statistics.median(measured):+.1f}%" if measured else "not measured"
             print(f"{label:>16}: regression in {regressions}/{args.runs} runs "
                   f"({', '.join(f'{o} {outcomes.count(o)}' for o in sorted(set(outcomes)))}); throughput change "
-                  f"median {statistics.median(e for e in estimates if e is not None):+.1f}%; "
+                  f"{change}; rounds {min(rounds, default=0)}-{max(rounds, default=0)}; "
                   f"{statistics.median(seconds):.0f} s per check (from {min(seconds):.0f} to {max(seconds):.0f})",
                   flush=True)
 

@@ -71,6 +71,8 @@ class Example:
     # run: commands run before this one in the same scratch checkout (a baseline for regress).
     before: tuple[tuple[str, ...], ...] = ()
     needs_git: bool = False  # run in a committed copy of minikv (baseline and regress write under .zprof/)
+    # run: minikv's defects compiled in after `before` (listed in src/planted.zig): a developer's change.
+    plants: tuple[str, ...] = ()
     shown_lines: int | None = None  # a long output cut to its first lines, and said so
 
     @property
@@ -99,8 +101,8 @@ EXAMPLES: tuple[Example, ...] = (
     Example("bench", ("bench", "--project", MINIKV, "--commands", "SET,GET,ZADD", "--server-args",
                       "--defect hot-loop")),
     Example("baseline", BASELINE_SAVE, saves="baseline", needs_git=True),
-    Example("regress", ("regress", "--server-args", "--defect alloc-reply"), saves="json", needs_git=True,
-            before=(BASELINE_SAVE,)),
+    Example("regress", ("regress", "--budget", "120"), saves="json", needs_git=True, before=(BASELINE_SAVE,),
+            plants=("alloc-reply",)),
     Example("init", ("init", "--project", MINIKV, "--dry-run"), kind="live"),
     Example("doctor", ("doctor",), kind="live"),
     *(Example(f"help-{name}", (*name.split("-"), "--help"), kind="help") for name in (
@@ -151,6 +153,10 @@ def record(example: Example) -> Path:
             code, printed = zprof(argv, cwd)
             if code != 0:
                 raise SystemExit(f"{example.name}: zprof {shlex.join(argv)} exited {code}:\n{printed}")
+        if example.plants:
+            planted = cwd / "src" / "planted.zig"
+            listed = ", ".join(f'"{name}"' for name in example.plants)
+            planted.write_text(planted.read_text().replace("&.{};", f"&.{{{listed}}};"))
         if example.saves == "output":
             code, printed = zprof((*example.argv, "--output", str(scratch_dir / "out")), cwd)
             run_file = scratch_dir / "out" / "run.json"

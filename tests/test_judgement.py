@@ -88,9 +88,10 @@ def test_the_table_over_every_combination(comparisons, with_critical, regression
     bench = replace(BENCH, commands=comparisons, memory=None)
     regress = None
     if regression is not None:
-        # judge_validation reads a regress run's checks and its baseline's name only.
+        # judge_validation reads a regress run's checks, outcome and baseline's name only.
         check = Check("SET", "throughput", "req/s", 100.0, 90.0, -10.0, regression, "Welch p=0.001")
-        regress = SimpleNamespace(baseline=SimpleNamespace(name="before"), checks=[check])
+        regress = SimpleNamespace(baseline=SimpleNamespace(name="before"), checks=[check], cpu_checked=True,
+                                  outcome="regression" if regression == REGRESSION else "pass")
     recommendations = [critical("A function over 10% of the CPU: x")] if with_critical else []
     throughput, p99 = vs_redis(bench, "throughput"), vs_redis(bench, "p99")
     judgement = judge_validation(bench, recommendations, regress, throughput, p99)

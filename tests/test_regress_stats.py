@@ -35,6 +35,7 @@ from zprof.config import load_config
 from zprof.errors import ZprofError
 from zprof.model.baseline import (
     FAIL,
+    INCONCLUSIVE,
     MINOR,
     NONE,
     NOT_COMPARABLE,
@@ -314,7 +315,8 @@ def test_another_zig_version_is_compared_with_a_warning():
     assert [note.code for note in warnings] == ["regress.other-build"]
     by_metric = {check.metric: check.assessment for check in checks}
     assert by_metric["instructions/request"] == NOT_COMPARABLE and by_metric["throughput"] == NOT_COMPARABLE
-    assert by_metric["allocations/request"] == NONE and outcome == PASS
+    # Nothing regressed, but neither instructions nor times could be compared: not a pass.
+    assert by_metric["allocations/request"] == NONE and outcome == INCONCLUSIVE
     # Allocation counts still are compared.
     assert compare(made_up(zig="0.14.1"), made_up(per_request=3.0), DEFAULTS)[3] == FAIL
 
@@ -325,7 +327,8 @@ def test_another_machine_leaves_counts_comparable_but_not_times():
     assert [note.code for note in warnings] == ["regress.other-machine"]
     by_metric = {check.metric: check.assessment for check in checks}
     assert by_metric["throughput"] == NOT_COMPARABLE and by_metric["instructions/request"] == NONE
-    assert outcome == PASS
+    # Times from another machine say nothing either way: inconclusive, not a pass.
+    assert outcome == INCONCLUSIVE
 
 
 def test_a_signal_measured_before_but_not_now_could_not_be_measured():

@@ -138,6 +138,7 @@ class ServerSpec:
     port: int | None = None
     ready_timeout: float = READY_TIMEOUT_S
     stop_timeout: float = STOP_TIMEOUT_S
+    start_attempts: int = START_ATTEMPTS  # starts that may crash before the server counts as never started
     # Run before every start, a restart after a crash included: what a start must find fresh (the shim's
     # counter file, which the first process to attach owns, and whose counts would hold the crashed one's).
     before_start: Callable[[], object] | None = None
@@ -424,6 +425,9 @@ def fresh_server(spec: ServerSpec, run_dir: Path, starts: Starts, label: str = "
                 port_losses += 1
                 continue
             code = server.process.returncode if server.process is not None else None
+            if code is not None and not _own_signal(code) and not isinstance(error, NeverStarted):
+                # It exited of itself before any load (a flag it refuses, a file it cannot open): never started.
+                raise NeverStarted(error.message, detail=error.detail, exit_code=error.exit_code) from error
             if not _own_signal(code):
                 raise
             crashes += 1
@@ -431,8 +435,8 @@ def fresh_server(spec: ServerSpec, run_dir: Path, starts: Starts, label: str = "
             starts.last_crash = _how(code)
             if starts.stack is None:
                 starts.stack = server.crash_stack()
-            if crashes == START_ATTEMPTS:
-                raise NeverStarted(f"{label} crashed during start-up in all {START_ATTEMPTS} attempts "
+            if crashes == spec.start_attempts:
+                raise NeverStarted(f"{label} crashed during start-up in all {spec.start_attempts} attempts "
                                    f"({starts.last_crash})", detail=error.detail, exit_code=error.exit_code) \
                     from error
             continue

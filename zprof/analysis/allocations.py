@@ -111,6 +111,15 @@ def _difference(end: object, start: object | None, names: list[str]) -> dict[str
     return {name: getattr(end, name) - (getattr(start, name) if start is not None else 0) for name in names}
 
 
+# How much a timer's rate may shift while the server is busy, as a share of the idle work taken off a run.
+IDLE_RATE_SHIFT = 0.25
+
+
+def allocation_calls(snapshot: ShimSnapshot) -> int:
+    """Allocations of every layer, the program's and the allocators' own (nested)."""
+    return sum(layer.allocs + layer.nested_allocs for layer in snapshot.layers)
+
+
 @dataclass(frozen=True)
 class Window:
     """Snapshots around a measured run: before it, halfway, after it (once the
@@ -126,6 +135,19 @@ class Window:
     middle: ShimSnapshot | None = None
     origin: ShimSnapshot | None = None
     flushed: ShimSnapshot | None = None
+    # The most allocations (every layer) the idle server made between two looks a few ms apart: one burst of
+    # its idle work (a timer's tick), which the idle window and the run may each catch once more or less.
+    idle_burst: int = 0
+
+    def idle_resolution(self, requests: int) -> float:
+        """How far a count per request may be off through the idle work: a burst more or fewer in the run
+        and in the idle window (scaled to the run's length), and the idle rate itself, which a busy server's
+        timer need not keep (IDLE_RATE_SHIFT of what is taken off)."""
+        if not self.idle_burst or not requests or not self.idle_before or not self.idle_after:
+            return 0.0
+        scale = self.seconds / self.idle_seconds if self.idle_seconds > 0 else 0.0
+        taken_off = (allocation_calls(self.idle_after) - allocation_calls(self.idle_before)) * scale
+        return (self.idle_burst * (1 + scale) + IDLE_RATE_SHIFT * taken_off) / requests
 
     @property
     def seconds(self) -> float:
@@ -353,6 +375,7 @@ def analyse(window: Window, requests: int, symbolizer: Symbolizer, bias: int = 0
         kept_bytes_per_request=sum(kept.values()) * per_kept if kept is not None else None,
         keys=keys,
         retained_bytes_per_new_key=retained_total / keys.new if keys is not None and keys.new > 0 else None,
+        idle_resolution=window.idle_resolution(requests),
     )
 
 

@@ -36,7 +36,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from zprof.model.baseline import MINOR, REGRESSION, RegressRun
+from zprof.model.baseline import INCONCLUSIVE, MINOR, REGRESSION, RegressRun
 from zprof.model.bench import (
     ACCEPTABLE,
     EXCELLENT,
@@ -135,6 +135,9 @@ def judge_validation(bench: BenchRun | None, recommendations: Sequence[Recommend
     blockers += [outcome.why for outcome in outcomes if outcome.outcome == BLOCKS]
     blockers += [f"critical: {recommendation.title}" for recommendation in recommendations if recommendation.critical]
     undecided = [outcome.why for outcome in outcomes if outcome.outcome == UNDECIDED]
+    if regress is not None and regress.outcome == INCONCLUSIVE:
+        undecided.append(f"the check against baseline {regress.baseline.name} could not tell whether anything "
+                         "regressed" + ("" if regress.cpu_checked else " (the CPU was not checked)"))
     minor = regress is not None and any(check.assessment == MINOR for check in regress.checks)
     if bench is None:
         verdict = NOT_MEASURED

@@ -28,12 +28,14 @@ from dataclasses import dataclass
 from zprof.analysis.stats import paired_ratio
 from zprof.model.baseline import (
     FAIL,
+    INCONCLUSIVE,
     MINOR,
     NONE,
     NOT_COMPARABLE,
     NOT_MEASURED,
     PASS,
     REGRESSION,
+    UNDECIDED,
     UNMEASURED,
     UNSTABLE,
     AllocSignals,
@@ -223,13 +225,20 @@ def _rounded(value: float | None, digits: int = 2) -> float | None:
 
 # Deterministic signals ------------------------------------------------------------------------
 def assess_allocs(command: str, baseline: AllocSignals, current: AllocSignals) -> Check:
-    """Any increase is a regression: one allocation more over the run is more than rounding."""
-    tolerance = 0.5 / min(baseline.requests, current.requests)
+    """Any increase is a regression: one allocation more over the run is more than rounding, unless the idle
+    server allocates in bursts (a timer), whose one more or fewer in a window is no change of the code."""
+    rounding = 0.5 / min(baseline.requests, current.requests)
+    idle = baseline.resolution + current.resolution
+    tolerance = max(rounding, idle)
     delta = current.allocs - baseline.allocs
     if delta > tolerance:
-        assessment, basis = REGRESSION, f"{delta:+.2f} per request (any increase)"
+        assessment, basis = REGRESSION, f"{delta:+.2f} per request (any increase" + (
+            f" beyond the idle work's ±{idle:.3f})" if idle > rounding else ")")
     elif delta < -tolerance:
         assessment, basis = NONE, f"{delta:+.2f} per request (fewer)"
+    elif abs(delta) > rounding:
+        assessment, basis = NONE, (f"{delta:+.3f} per request, within the idle work's ±{idle:.3f} (the idle server "
+                                   "allocates in bursts)")
     else:
         assessment, basis = NONE, "the same count"
     return Check(command, "allocations/request", "", baseline.allocs, current.allocs,
@@ -476,12 +485,25 @@ def compare(baseline: Baseline, current: Baseline, thresholds: RegressThresholds
     extra = [signals.command for signals in current.commands if signals.command not in compared]
     if extra:
         warnings.append(Note("regress.commands-not-in-baseline", {"commands": extra}))
-    return checks, changes, warnings, outcome_of(checks)
+    return checks, changes, warnings, outcome_of(checks, cpu=cpu_checked(checks, [c.command for c in changes]))
 
 
-def outcome_of(checks: list[Check]) -> str:
+def cpu_checked(checks: list[Check], commands: list[str]) -> bool:
+    """Whether every command's CPU was checked by a figure that can show it unchanged: instructions counted
+    and compared, or throughput decided side by side. Past timings cannot: "not significant" over a few trials
+    of another hour is not "within the threshold"."""
+    return all(any(check.command == command and check.assessment in (NONE, MINOR, REGRESSION)
+                   and (check.metric == "instructions/request" or (check.metric == "throughput" and check.unit == "%"))
+                   for check in checks) for command in commands)
+
+
+def outcome_of(checks: list[Check], *, cpu: bool = True) -> str:
+    """Regression if any figure regressed; could not measure when nothing (or a figure of the baseline) was;
+    inconclusive when a figure is undecided, unstable or not comparable, or the CPU was not checked; else pass."""
     if any(check.assessment == REGRESSION for check in checks):
         return FAIL
     if not checks or any(check.assessment == UNMEASURED for check in checks):
         return NOT_MEASURED
+    if not cpu or any(check.assessment in (UNDECIDED, UNSTABLE, NOT_COMPARABLE) for check in checks):
+        return INCONCLUSIVE
     return PASS

@@ -143,7 +143,7 @@ class ShimSnapshot:
     time: float = 0.0  # time.monotonic() when it was read
 
 
-def _activity(snapshot: ShimSnapshot) -> int:
+def activity(snapshot: ShimSnapshot) -> int:
     """How many allocator calls the snapshot has seen, of every kind."""
     return sum(layer.allocs + layer.nested_allocs + layer.frees + layer.nested_frees + layer.resizes_in_place
                + layer.nested_resizes_in_place + layer.remaps_in_place + layer.remaps_moved
@@ -302,16 +302,18 @@ class ShimCounters:
             )
         return sites
 
-    def settled_snapshot(self, quiet_s: float = SETTLE_QUIET_S, limit_s: float = SETTLE_LIMIT_S) -> ShimSnapshot:
+    def settled_snapshot(self, quiet_s: float = SETTLE_QUIET_S, limit_s: float = SETTLE_LIMIT_S,
+                         idle_burst: int = 0) -> ShimSnapshot:
         """A snapshot once the server stopped calling its allocators for `quiet_s` (or after
-        `limit_s`): a server may free a request's buffers just after it sent the reply."""
+        `limit_s`): a server may free a request's buffers just after it sent the reply. Calls no more than
+        `idle_burst` between two looks are the idle server's own (a timer's tick), and count as quiet."""
         deadline = time.monotonic() + limit_s
         previous = self.snapshot()
         quiet_since = previous.time
         while previous.time < deadline:
             time.sleep(SETTLE_POLL_S)
             current = self.snapshot()
-            if _activity(current) != _activity(previous):
+            if activity(current) - activity(previous) > idle_burst:
                 quiet_since = current.time
             elif current.time - quiet_since >= quiet_s:
                 return current

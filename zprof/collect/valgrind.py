@@ -13,6 +13,8 @@ from zprof.procs import run_bounded
 CONTROL_TIMEOUT_S = 60
 # valgrind cannot emulate AVX-512; Zig targets the build machine's CPU by default.
 VALGRIND_CPU = "x86_64_v3"
+# Starts of a server under valgrind that may crash before zprof gives up (natively: server.START_ATTEMPTS).
+START_ATTEMPTS = 6
 # A target under valgrind starts 20-50 times slower.
 READY_TIMEOUT_S = 180.0
 PROBE_TIMEOUT_S = 20.0

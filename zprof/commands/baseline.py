@@ -27,7 +27,9 @@ from zprof.sessions.baseline import (
     run_suite,
     save_baseline,
     suite_settings,
+    zprof_dir,
 )
+from zprof.sessions.regress import keep_builds
 from zprof.sessions.target import TargetOptions
 
 PROJECT_HELP = "The Zig project whose baselines these are (a directory with build.zig)."
@@ -57,6 +59,7 @@ def save_command(name: str | None, target: TargetOptions, commands: list[str] | 
         refuse_existing(root, name)
     with LiveProgress(Console(stderr=True)) as progress:
         baseline = run_suite(SuiteOptions(target, settings), name, progress)
+        baseline.binaries = keep_builds(target, baseline, zprof_dir(root), progress)
     path = save_baseline(baseline, root, force=force)
     console = make_console()
     to_terminal(baseline_document(baseline), console)

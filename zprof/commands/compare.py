@@ -4,6 +4,7 @@ exit 0 pass, 1 regression, 3 inconclusive, 2 could not measure."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -36,10 +37,15 @@ from zprof.sessions.target import TargetOptions
 @click.option("--clients", default=50, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--pipeline", default=16, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--no-allocations", is_flag=True, help="Leave out the allocations per request (two shim builds).")
+@click.option("--no-instructions", is_flag=True,
+              help="Leave out the instructions per request (counted under callgrind, or with hardware counters).")
+@click.option("--no-profile", is_flag=True,
+              help="Leave out the profiles of both builds that name the functions behind a CPU regression.")
 @output_options
 def compare_command(before: str, after: str | None, target: TargetOptions, command_list: str, threshold: float,
                     latency_threshold: float, alpha: float, noise: float, budget: float, clients: int, pipeline: int,
-                    no_allocations: bool, output: Path | None, json_path: Path | None) -> int:
+                    no_allocations: bool, no_instructions: bool, no_profile: bool, output: Path | None,
+                    json_path: Path | None) -> int:
     """Compare BEFORE (default HEAD) with AFTER (default: the working tree), both built from the project and
     run alternately on this machine: per command, the change of throughput, p50 and p99 with its 95%
     interval, allocations per request, and the functions behind a CPU regression."""
@@ -49,7 +55,9 @@ def compare_command(before: str, after: str | None, target: TargetOptions, comma
     options = CompareOptions(target, before, after, [bench_workload(name, DEFAULT_KEYSPACE) for name in commands],
                              threshold=threshold, latency_threshold=latency_threshold, alpha=alpha, noise=noise,
                              budget=budget,
-                             clients=clients, pipeline=pipeline, allocations=not no_allocations)
+                             clients=clients, pipeline=pipeline, allocations=not no_allocations,
+                             instructions=not no_instructions, profiles=not no_profile)
     outputs = Outputs.prepare("compare", output, json_path)
+    options = replace(options, files=outputs.directory)
     run = measure_and_report(lambda progress: measure_compare(options, progress), outputs, make_console())
     return run.exit_code

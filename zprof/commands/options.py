@@ -30,7 +30,7 @@ from zprof.sessions.target import TargetOptions
 ResultT = TypeVar("ResultT")
 OUTPUT_ROOT = Path("zprof-out")
 
-_TARGET_OPTION_NAMES = tuple(f.name for f in fields(TargetOptions) if f.name != "config")
+_TARGET_OPTION_NAMES = tuple(f.name for f in fields(TargetOptions) if f.name not in ("config", "stored"))
 # Options the project's zprof.toml [target] table may set, when the flag was not given.
 _CONFIGURABLE = ("exe", "build_args", "optimize", "start_command", "port", "env", "ready_timeout")
 

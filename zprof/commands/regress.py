@@ -1,5 +1,5 @@
-"""zprof regress: the suite on the current tree against a saved baseline; exit 0 pass, 1 regression,
-2 could not measure. --install-hook writes a git pre-commit hook that runs it."""
+"""zprof regress: the current tree against a saved baseline's kept build, side by side; exit 0 pass,
+1 regression, 3 inconclusive, 2 could not measure. --install-hook writes a git pre-commit hook that runs it."""
 
 from __future__ import annotations
 
@@ -21,19 +21,10 @@ from zprof.report.compare import compare_document
 from zprof.report.document import Document
 from zprof.report.regress import regress_document
 from zprof.report.render import to_markdown, to_terminal
-from zprof.sessions.baseline import (
-    DEFAULT_COMMANDS,
-    baseline_file,
-    check_name,
-    check_regression,
-    is_baseline_path,
-    load_baseline,
-    project_root,
-    read_baseline,
-    suite_settings,
-)
+from zprof.sessions.baseline import DEFAULT_COMMANDS, locate_baseline, project_root, read_baseline, suite_settings
 from zprof.sessions.compare import CompareOptions, measure_compare
 from zprof.sessions.pre_commit import install_pre_commit_hook
+from zprof.sessions.regress import DEFAULT_BUDGET_S, check_regression
 from zprof.sessions.target import TargetOptions
 
 
@@ -46,6 +37,9 @@ from zprof.sessions.target import TargetOptions
               help="Instead of a saved baseline: build git revision REV and run it beside the working tree now "
                    "(zprof compare's engine); exit 3 when inconclusive.")
 @suite_options
+@click.option("--budget", default=DEFAULT_BUDGET_S, show_default=True, type=click.FloatRange(10, 86_400),
+              help="Seconds of rounds at most (side by side, beside the baseline's kept build, or --baseline-rev); "
+                   "a figure still undecided then is inconclusive (exit 3).")
 @click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False, path_type=Path),
               help="Save the check, with both runs' raw values, as JSON (schema zprof.regress/1).")
 @click.option("--markdown", "markdown_path", default=None, type=click.Path(dir_okay=False, path_type=Path),
@@ -55,9 +49,10 @@ from zprof.sessions.target import TargetOptions
 def regress_command(target: TargetOptions, baseline_name: str | None, baseline_rev: str | None,
                     commands: list[str] | None,
                     requests: int | None, trials: int | None, against: str | None, min_trial_seconds: float,
-                    json_path: Path | None, markdown_path: Path | None, install_hook: bool) -> int:
-    """Run the baseline's suite on the current tree and compare: exit 0 when nothing regressed, 1 on a
-    regression (or a throughput under 70% of Redis), 2 when it could not measure."""
+                    budget: float, json_path: Path | None, markdown_path: Path | None, install_hook: bool) -> int:
+    """Run the baseline's kept build and the current tree side by side and compare: exit 0 when nothing
+    regressed, 1 on a regression (or a throughput under 70% of Redis), 3 when it could not tell (a figure
+    undecided in the budget, or the CPU not checked), 2 when it could not measure."""
     root = project_root(target.project)
     if install_hook:
         hook, command = install_pre_commit_hook(root, baseline_name)
@@ -67,9 +62,10 @@ def regress_command(target: TargetOptions, baseline_name: str | None, baseline_r
         if path is not None and not path.absolute().parent.is_dir():
             raise ZprofError(f"cannot write {flag} {path}: {path.absolute().parent} is not a directory")
     if baseline_rev is not None:
-        return _against_revision(target, baseline_rev, commands or list(DEFAULT_COMMANDS), json_path, markdown_path)
-    baseline = (read_baseline(baseline_file(baseline_name)) if baseline_name and is_baseline_path(baseline_name)
-                else load_baseline(root, check_name(baseline_name) if baseline_name else None))
+        return _against_revision(target, baseline_rev, commands or list(DEFAULT_COMMANDS), budget, json_path,
+                                 markdown_path)
+    file = locate_baseline(root, baseline_name)
+    baseline = read_baseline(file)
     suite = baseline.settings
     explicit_seconds = (click.get_current_context().get_parameter_source("min_trial_seconds")
                         is not click.core.ParameterSource.DEFAULT)
@@ -78,14 +74,15 @@ def regress_command(target: TargetOptions, baseline_name: str | None, baseline_r
                               against if against is not None else (suite.against or "none"),
                               min_trial_seconds if explicit_seconds else suite.min_trial_seconds)
     with LiveProgress(Console(stderr=True)) as progress:
-        run = check_regression(target, baseline, settings, progress)
+        run = check_regression(target, baseline, file, settings, progress, budget)
     return _report(run, regress_document(run), json_path, markdown_path)
 
 
-def _against_revision(target: TargetOptions, revision: str, commands: list[str], json_path: Path | None,
-                      markdown_path: Path | None) -> int:
+def _against_revision(target: TargetOptions, revision: str, commands: list[str], budget: float,
+                      json_path: Path | None, markdown_path: Path | None) -> int:
     """The gate as zprof compare runs it: REV built and run beside the working tree, round by round."""
-    options = CompareOptions(target, revision, None, [bench_workload(name, DEFAULT_KEYSPACE) for name in commands])
+    options = CompareOptions(target, revision, None, [bench_workload(name, DEFAULT_KEYSPACE) for name in commands],
+                             budget=budget)
     with LiveProgress(Console(stderr=True)) as progress:
         run = measure_compare(options, progress)
     return _report(run, compare_document(run), json_path, markdown_path)

@@ -53,6 +53,9 @@ class Workload:
     keyspace: int = 10_000
     seed: int = 1
     first_key: int = 0
+    # For a read's hits: the write that makes the keys it reads. zprof writes every key of the measured range
+    # with it first (`zprof.load.workloads.key_writes`), so that each read finds its key.
+    fill: tuple[bytes, ...] = ()
 
     @classmethod
     def from_template(cls, template: str, keyspace: int = 10_000) -> Workload:
@@ -61,6 +64,11 @@ class Workload:
     @property
     def command(self) -> str:
         return self.args[0].decode().upper()
+
+    @property
+    def label(self) -> str:
+        """The command, and "(hits)" for a read of keys written first: its own row beside the misses."""
+        return f"{self.command} (hits)" if self.fill else self.command
 
     @functools.cached_property
     def _encoded(self) -> bytes | None:

@@ -49,6 +49,29 @@ TEMPLATES: dict[str, str] = {
 }
 
 
+# The write that makes the keys a read of the default templates finds: its hits are measured on keys written first.
+READ_FILLS = {"GET": "SET key:__rand_int__ xxx", "HGET": "HSET myhash element:__rand_int__ xxx"}
+
+
+def hits_of(workload: Workload) -> Workload | None:
+    """The read's hits (a workload whose keys are all written before it runs), for a read with a default
+    template; None for any other workload. A read measured only on keys nobody wrote measures its misses."""
+    fill = READ_FILLS.get(workload.command)
+    if fill is None or workload.fill or workload.args != Workload.from_template(TEMPLATES[workload.command]).args:
+        return None
+    return replace(workload, fill=tuple(part.encode() for part in fill.split()))
+
+
+def key_writes(workload: Workload) -> Workload:
+    """The writes that make every key of a hits workload's range, one request per key."""
+    return NumberedKeys(workload.fill, workload.keyspace, counter=itertools.count(workload.first_key))
+
+
+def with_hits(workloads: list[Workload]) -> list[Workload]:
+    """Each workload, followed by its hits where it is a read (GET: misses, then GET (hits))."""
+    return [each for workload in workloads for each in (workload, hits_of(workload)) if each is not None]
+
+
 def mixed_workload(keyspace: int, answered: list[str] | None = None) -> list[Workload]:
     """The mixed workload: the tier 1 and 2 commands, or those of them a project's zprof.toml says its
     server answers (`answered`)."""

@@ -17,12 +17,18 @@ from zprof.model.common import MachineInfo, Note, TargetInfo
 CALLGRIND, PERF_STAT = "callgrind", "perf stat"
 # Assessments of one metric.
 NONE, MINOR, REGRESSION, UNSTABLE = "none", "minor", "regression", "unstable"
+# A figure of the rounds beside each other that the budget left undecided.
+UNDECIDED = "inconclusive"
 # Not judged: measured on one side only, or not comparable between the two runs.
 UNMEASURED, NOT_COMPARABLE = "unmeasured", "not comparable"
-ASSESSMENTS = (NONE, MINOR, REGRESSION, UNSTABLE, UNMEASURED, NOT_COMPARABLE)
-# Outcomes of a check, and the exit code of each.
-PASS, FAIL, NOT_MEASURED = "pass", "regression", "could not measure"
-EXIT_CODES = {PASS: 0, FAIL: 1, NOT_MEASURED: 2}
+ASSESSMENTS = (NONE, MINOR, REGRESSION, UNSTABLE, UNDECIDED, UNMEASURED, NOT_COMPARABLE)
+# Outcomes of a check, and the exit code of each. Inconclusive: nothing regressed, but the check could not show
+# that nothing did (a figure undecided, unstable or not comparable, or the CPU not checked at all).
+PASS, FAIL, NOT_MEASURED, INCONCLUSIVE = "pass", "regression", "could not measure", "inconclusive"
+EXIT_CODES = {PASS: 0, FAIL: 1, NOT_MEASURED: 2, INCONCLUSIVE: 3}
+# How the baseline's side was measured: its kept builds run now beside the current tree, or the figures it
+# recorded when it was saved (only where its builds cannot run here).
+SIDE_BY_SIDE, PAST_FIGURES = "side by side", "past figures"
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,8 @@ class AllocSignals:
     bytes_allocated: float
     bytes_retained: float
     sites: list[AllocSite]
+    # How far the counts per request may be off through the idle server's bursts (0: exact).
+    resolution: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -144,6 +152,28 @@ class CommandSignals:
     noisy_absent: str | None = None
 
 
+# What a kept binary is: the server as the suite measured it, its build with the counting shim, or its build for
+# valgrind's CPU (callgrind's instruction counts).
+SERVER_BUILD, SHIM_BUILD, VALGRIND_BUILD = "server", "shim", "valgrind"
+
+
+@dataclass(frozen=True)
+class StoredBinary:
+    """A build the baseline kept (`zprof.builder.stored`): `.zprof/binaries/SHA256/EXECUTABLE`."""
+
+    role: str  # SERVER_BUILD, SHIM_BUILD or VALGRIND_BUILD
+    sha256: str
+    size: int
+    executable: str
+    build_id: str | None  # the ELF build id, where the linker wrote one
+    zig_version: str
+    optimize: str
+    optimize_source: str
+    build_key: str
+    source_root: str  # the checkout it was compiled in, which its DWARF names
+    build_args: list[str] = field(default_factory=list)
+
+
 @dataclass
 class Baseline:
     """One run of the suite. Saved as `.zprof/baselines/NAME.json` (schema zprof.baseline/1); a
@@ -161,6 +191,8 @@ class Baseline:
     instructions_absent: str | None
     redis_version: str | None = None
     notes: list[Note] = field(default_factory=list)
+    # The builds measured, kept so that regress can run them beside the current tree (empty: none kept).
+    binaries: list[StoredBinary] = field(default_factory=list)
 
     def command(self, name: str) -> CommandSignals | None:
         return next((signals for signals in self.commands if signals.command == name), None)
@@ -255,7 +287,10 @@ class RegressRun:
     checks: list[Check]
     changes: list[CommandChanges]
     warnings: list[Note]  # what makes the two runs less comparable
-    outcome: str  # PASS, FAIL or NOT_MEASURED
+    outcome: str  # PASS, FAIL, NOT_MEASURED or INCONCLUSIVE
+    compared: str = PAST_FIGURES  # SIDE_BY_SIDE or PAST_FIGURES
+    rounds: int = 0  # of A B B A, side by side
+    cpu_checked: bool = True  # instructions counted, or throughput decided side by side
 
     @property
     def exit_code(self) -> int:

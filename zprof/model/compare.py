@@ -13,6 +13,8 @@ from zprof.model.flame import ShareChange
 # Outcomes, of a figure and of the run (the first three are zprof.analysis.sequential's); exit status 0, 1, 3 and 2.
 PASS, REGRESSION, INCONCLUSIVE, NOT_MEASURED = "pass", "regression", "inconclusive", "could not measure"
 METRICS = ("throughput", "p50", "p99")
+# The exact figures, measured once per build: the shim's allocations and counted instructions, per request.
+ALLOCATIONS, INSTRUCTIONS = "allocations", "instructions"
 
 
 @dataclass
@@ -26,7 +28,7 @@ class Side:
 class FigureChange:
     """One figure of one command, after B against before A: its change and what the rounds showed."""
 
-    metric: str  # throughput, p50 or p99
+    metric: str  # throughput, p50, p99 (tested over the rounds), allocations or instructions (exact)
     outcome: str  # PASS, REGRESSION, INCONCLUSIVE or NOT_MEASURED
     threshold_percent: float  # the change in the bad direction the test is powered for
     rounds: int
@@ -47,6 +49,9 @@ class CommandChange:
     functions: list[ShareChange] = field(default_factory=list)
     allocations_before: float | None = None  # per request, from the shim (exact)
     allocations_after: float | None = None
+    instructions_before: float | None = None  # per request, counted (callgrind or perf stat)
+    instructions_after: float | None = None
+    flame_diff: str | None = None  # the differential flame graph's file, in the run's directory
 
 
 @dataclass
@@ -73,6 +78,7 @@ class CompareRun:
     outcome: str
     seconds: float
     notes: list[Note] = field(default_factory=list)
+    project: str | None = None  # the checkout compared (the builds may come from exported revisions)
 
     @property
     def exit_code(self) -> int:

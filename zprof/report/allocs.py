@@ -87,6 +87,10 @@ def allocs_document(run: AllocsRun) -> Document:
         human_bytes(per.bytes_allocated), human_bytes(per.bytes_temporary),
         Span(human_bytes(per.bytes_retained), "red" if per.bytes_retained >= 1 else ""),
     ]])
+    if analysis.idle_resolution >= 0.0005:
+        document.paragraph(Span(f"The idle server allocates in bursts (a timer's work): every count per request is "
+                                f"within ±{analysis.idle_resolution:.3f} of its true value, one burst more or fewer "
+                                f"caught in the idle window ({load.idle_seconds:g} s) or the run.", "yellow"))
     if (retained := _retained_sentence(analysis)) is not None:
         document.paragraph(retained)
 

@@ -83,8 +83,16 @@ _SENTENCES: dict[str, Callable[[dict[str, Any]], str]] = {
                                       "error paths."),
     "compare.stopped": lambda v: (f"The rounds stopped after {v['rounds']} ("
                                   + (f"the budget, --budget {v['budget']:g} s, was spent" if v["reason"] == "budget"
-                                     else f"the {v['planned']} planned rounds were done")
+                                     else f"all {v['planned']} rounds were done")
                                   + ") with figures undecided."),
+    "compare.no-instructions": lambda v: (f"Instructions could not be counted ({v['reason']}): the CPU signal here is "
+                                          "the noisy one, throughput and latency"
+                                          + (", and the rounds were planned for it." if v["rounds"] else
+                                             ", which this check did not measure (no rounds).")),
+    "compare.no-rounds": lambda v: ("No rounds were run (--trials 0): only the exact figures were compared"
+                                    + (", instructions included." if v["instructions"] else
+                                       "; with no instruction count either, the CPU was not checked, so the "
+                                       "outcome cannot be a pass. Run it with rounds (without --trials 0) for that.")),
     "server.port-waited": lambda v: (f"Port {v['port']} was still taken when the server was to start (the one "
                                      f"before it keeps its socket a moment after it exits); zprof waited "
                                      f"{v['seconds']:g} s for it to come free."),
@@ -167,6 +175,9 @@ _SENTENCES: dict[str, Callable[[dict[str, Any]], str]] = {
     "baseline.error-replies": lambda v: (f"{v['command']}: {v['errors']:,} of the {v['requests']:,} requests with the "
                                          f"shim got an error reply (the first: {v['first_error']}); its allocations "
                                          "include the error path."),
+    "regress.past-figures": lambda v: (f"The baseline's build could not run here ({v['reason']}), so the figures it "
+                                       f"recorded on {v['measured'][:10]} were used: timings from another hour "
+                                       "can show a regression but not that a change is within the threshold."),
     "regress.other-machine": lambda v: (f"The baseline ran on another machine ({v['baseline']}; now {v['current']}): "
                                         "absolute throughput and latency are not comparable and are not judged; "
                                         "allocation and instruction counts and the ratio to Redis still are."),

@@ -5,12 +5,15 @@ from __future__ import annotations
 from zprof.model.baseline import (
     CALLGRIND,
     FAIL,
+    INCONCLUSIVE,
     MINOR,
     NONE,
     NOT_COMPARABLE,
     NOT_MEASURED,
     PASS,
     REGRESSION,
+    SIDE_BY_SIDE,
+    UNDECIDED,
     UNMEASURED,
     UNSTABLE,
     Baseline,
@@ -23,9 +26,9 @@ from zprof.report.document import Document, Line, Span, line
 from zprof.units import human_bytes
 
 ASSESSMENT_STYLES = {NONE: "green", MINOR: "yellow", REGRESSION: "bold red", UNSTABLE: "magenta",
-                     UNMEASURED: "red", NOT_COMPARABLE: "dim"}
+                     UNDECIDED: "yellow", UNMEASURED: "red", NOT_COMPARABLE: "dim"}
 OUTCOME_LINES = {PASS: ("PASS", "bold green"), FAIL: ("REGRESSION", "bold red"),
-                 NOT_MEASURED: ("COULD NOT MEASURE", "bold red")}
+                 NOT_MEASURED: ("COULD NOT MEASURE", "bold red"), INCONCLUSIVE: ("INCONCLUSIVE", "bold yellow")}
 SECTION = "Performance Regression Check"
 SITES_SHOWN = 8
 
@@ -122,6 +125,18 @@ def outcome_sentence(run: RegressRun) -> list[str | Span]:
     elif run.outcome == NOT_MEASURED:
         detail = (": nothing to compare" if not run.checks else
                   ": measured in the baseline but not now: " + ", ".join(unmeasured))
+    elif run.outcome == INCONCLUSIVE:
+        open_rows = [f"{check.command} {check.metric}" for check in run.checks
+                     if check.assessment in (UNDECIDED, UNSTABLE, NOT_COMPARABLE)]
+        reasons = ([f"undecided: {', '.join(open_rows)} (a longer --budget, or a quieter machine)"] if open_rows
+                   else [])
+        if not run.cpu_checked:
+            reasons.append("the CPU was not checked: instructions could not be counted here"
+                           + (" and no rounds ran (--trials 0); run zprof regress without --trials 0"
+                              if not run.current.settings.trials else
+                              ", and past timings cannot show a change within the threshold; save the baseline "
+                              "again so that it keeps its build" if run.compared != SIDE_BY_SIDE else ""))
+        detail = ": no regression found, but " + "; ".join(reasons)
     else:
         detail = ": no regression"
     return [Span(f"Result: {word}", style), f"{detail} (exit code {run.exit_code})."]
@@ -134,6 +149,10 @@ def regress_document(run: RegressRun) -> Document:
                        f" (Zig {current.target.zig_version}, {current.target.optimize})")
     document.paragraph(f"Baseline: {describe_baseline(baseline)}")
     document.paragraph(f"Current: {describe_baseline(current)}")
+    if run.compared == SIDE_BY_SIDE:
+        document.paragraph("Side by side, now: the baseline's kept build and the current tree, each counted with "
+                           "the same suite" + (f", then {run.rounds} round(s) of A B B A on fresh servers"
+                                               if run.rounds else "") + ".")
     add_build_warnings(document, current.target)
     add_notes(document, run.warnings, prefix="warning: ")
     add_check(document, run)

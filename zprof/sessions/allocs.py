@@ -1,5 +1,6 @@
 """One `zprof allocs` measurement: the target built with the shim, warmed up, watched
-idle, then measured in two halves on keys its warm-up never made; the server left to
+idle, then measured in two halves on keys its warm-up never made (a read's hits: on keys
+written before the idle window); the server left to
 settle, its keys counted, and FLUSHALL sent to see what stays (DBSIZE and FLUSHALL only
 where the server does them: `zprof.load.support`)."""
 
@@ -9,10 +10,10 @@ import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 
-from zprof.analysis.allocations import Window, analyse
+from zprof.analysis.allocations import Window, allocation_calls, analyse
 from zprof.builder.shim import ENV_VAR
 from zprof.collect import process
-from zprof.collect.shim_counters import ShimCounters, create_counter_file
+from zprof.collect.shim_counters import ShimCounters, ShimSnapshot, activity, create_counter_file
 from zprof.errors import EveryRequestFailed, PartialRun, ZprofError
 from zprof.load.calibration import rate
 from zprof.load.driver import LoadError, LoadResult, LoadSession, Workload
@@ -33,6 +34,7 @@ from zprof.sessions.target import (
     run_load,
     server_spec,
     warm_up,
+    write_keys,
 )
 
 
@@ -137,17 +139,16 @@ async def _measure(server: Server, counters: ShimCounters, options: AllocsOption
                 detail=f"Is {binary} the server, and does it allocate through std.mem.Allocator?",
             )
         bias = process.load_bias(server.pid, binary)
+        measured = workload.with_key_range(1)
+        await write_keys(session, measured, pipeline, server, progress)  # a read's hits: before any window
 
         idle_seconds = warm.idle_seconds
         progress.status(f"idle for {idle_seconds:.1f} s")
-        idle_before = counters.snapshot()
-        await asyncio.sleep(idle_seconds)
-        idle_after = counters.snapshot()
+        idle_before, idle_after, idle_burst, idle_calls = await _watch_idle(counters, idle_seconds)
 
         counts_keys = probed.supports("DBSIZE")
         keys_before = await session.key_count() if counts_keys else None
         rss_before = _rss(server)
-        measured = workload.with_key_range(1)
         progress.status(f"{workload.command} x {requests:,}")
         count = load_counter(progress, requests)
         before = counters.snapshot()
@@ -162,7 +163,7 @@ async def _measure(server: Server, counters: ShimCounters, options: AllocsOption
                 break
             if half == 0:
                 middle = counters.snapshot()
-        after = counters.settled_snapshot()
+        after = counters.settled_snapshot(idle_burst=idle_calls)
         rss_after = _rss(server)
         flushed, keys, flush_error = None, None, "the run was cut short"
         if error is None:
@@ -175,13 +176,34 @@ async def _measure(server: Server, counters: ShimCounters, options: AllocsOption
                     flush_error = await session.flushall()
                 except LoadError as failure:
                     flush_error = str(failure)
-            flushed = counters.settled_snapshot() if flush_error is None else None
+            flushed = counters.settled_snapshot(idle_burst=idle_calls) if flush_error is None else None
     finally:
         await session.close()
     complete_halves = halves if error is None else None
     window = Window(before=before, after=after, idle_before=idle_before, idle_after=idle_after,
-                    middle=middle if complete_halves else None, origin=origin, flushed=flushed)
+                    middle=middle if complete_halves else None, origin=origin, flushed=flushed,
+                    idle_burst=idle_burst)
     return _Measurement(window, result, rss_before, rss_after, bias, complete_halves, keys, flush_error, error)
+
+
+# How often the idle server's counters are looked at: often enough to see a timer's ticks one by one.
+IDLE_LOOK_S = 0.01
+
+
+async def _watch_idle(counters: ShimCounters, seconds: float) -> tuple[ShimSnapshot, ShimSnapshot, int, int]:
+    """The idle window's first and last snapshots, and the most allocations and allocator calls the server
+    made between two looks: one burst of its idle work (a timer's tick), the resolution of every count the
+    idle rate is taken off, and what settling after the run may ignore."""
+    first = last = counters.snapshot()
+    allocations = calls = 0
+    deadline = first.time + seconds
+    while last.time < deadline:
+        await asyncio.sleep(min(IDLE_LOOK_S, max(deadline - last.time, 0.0)))
+        now = counters.snapshot()
+        allocations = max(allocations, allocation_calls(now) - allocation_calls(last))
+        calls = max(calls, activity(now) - activity(last))
+        last = now
+    return first, last, allocations, calls
 
 
 def _rss(server: Server) -> int | None:

@@ -19,7 +19,6 @@ from pathlib import Path
 
 from zprof import artifact
 from zprof.analysis.callgrind import parse_callgrind
-from zprof.analysis.regression import compare
 from zprof.analysis.symbols import display_path
 from zprof.builder.project import SourceRoots, load_project
 from zprof.collect import valgrind
@@ -30,7 +29,7 @@ from zprof.git import git_state
 from zprof.load.driver import Workload
 from zprof.load.probe import probe
 from zprof.load.redis_benchmark import redis_benchmark_path
-from zprof.load.workloads import DEFAULT_KEYSPACE, workload_for
+from zprof.load.workloads import DEFAULT_KEYSPACE, with_hits, workload_for
 from zprof.model.allocs import AllocsRun
 from zprof.model.baseline import (
     CALLGRIND,
@@ -43,7 +42,6 @@ from zprof.model.baseline import (
     GitState,
     InstructionSignals,
     NoisySignals,
-    RegressRun,
     RegressThresholds,
     SuiteSettings,
     TrialSample,
@@ -70,6 +68,7 @@ from zprof.sessions.target import (
     run_directory,
     run_fixed,
     server_spec,
+    write_keys_fixed,
 )
 
 DEFAULT_COMMANDS = ("SET", "GET", "HSET", "ZADD")
@@ -120,32 +119,33 @@ def run_suite(options: SuiteOptions, name: str, progress: Reporter) -> Baseline:
     """Every signal of every command; ZprofError when the target cannot be measured at all."""
     settings, target = options.settings, options.target
     redis = reference_server(None) if settings.against == REDIS else None  # missing: bad input, before building
-    workloads = [workload_for(command, None, DEFAULT_KEYSPACE) for command in settings.commands]
+    timed = [workload_for(command, None, DEFAULT_KEYSPACE) for command in settings.commands]
+    workloads = with_hits(timed)  # the exact signals of a read on hits too, each its own row
     measured = datetime.now(UTC).isoformat(timespec="seconds")
     notes: list[Note] = []
     allocs: dict[str, AllocsRun] = {}
     for index, workload in enumerate(workloads, 1):
-        where = Prefixed(progress, f"{workload.command} ({index}/{len(workloads)}) allocations")
+        where = Prefixed(progress, f"{workload.label} ({index}/{len(workloads)}) allocations")
         run = measure_allocs(AllocsOptions(target, workload, settings.requests, settings.clients, settings.pipeline,
                                            settings.warmup), where)
-        allocs[workload.command] = run
+        allocs[workload.label] = run
         _add(notes, run.notes)
         if run.load.errors:
-            notes.append(Note("baseline.error-replies", {"command": workload.command, "errors": run.load.errors,
+            notes.append(Note("baseline.error-replies", {"command": workload.label, "errors": run.load.errors,
                                                          "requests": run.requests,
                                                          "first_error": run.load.first_error}))
-    counter = _InstructionCounter(target, settings.requests)
-    instructions = {workload.command: counter.measure(workload, progress) for workload in workloads}
+    counter = InstructionCounter(target, settings.requests)
+    instructions = {workload.label: counter.measure(workload, progress) for workload in workloads}
     noisy: dict[str, NoisySignals | str] = {}
     if settings.trials:
-        noisy, trial_notes = _trials(options, workloads, redis, progress)
+        noisy, trial_notes = _trials(options, timed, redis, progress)
         _add(notes, trial_notes)
-    first = allocs[workloads[0].command]
+    first = allocs[workloads[0].label]
     return Baseline(
         name=name, measured=measured, git=git_state(Path(target.project)), target=first.target,
         machine=machine_info(), settings=settings,
-        commands=[_signals(workload, allocs[workload.command], instructions[workload.command],
-                           noisy.get(workload.command)) for workload in workloads],
+        commands=[_signals(workload, allocs[workload.label], instructions[workload.label],
+                           noisy.get(workload.label)) for workload in workloads],
         instruction_source=counter.source, instructions_absent=counter.absent,
         redis_version=redis[1] if redis else None, notes=notes)
 
@@ -155,15 +155,6 @@ def regress_thresholds(target: TargetOptions) -> RegressThresholds:
     config = target.config
     return replace(config.regress, unstable_cv_percent=config.thresholds.unstable_cv,
                    redis_floor_percent=config.thresholds.throughput_acceptable)
-
-
-def check_regression(target: TargetOptions, baseline: Baseline, settings: SuiteSettings,
-                     progress: Reporter) -> RegressRun:
-    """zprof regress's check: the suite on the working tree, compared with the baseline."""
-    thresholds = regress_thresholds(target)
-    current = run_suite(SuiteOptions(target, settings), WORKING_TREE, progress)
-    checks, changes, warnings, outcome = compare(baseline, current, thresholds)
-    return RegressRun(baseline, current, thresholds, checks, changes, warnings, outcome)
 
 
 def _add(notes: list[Note], more: list[Note]) -> None:
@@ -176,15 +167,16 @@ def _signals(workload: Workload, run: AllocsRun, instructions: InstructionSignal
     sites = [AllocSite(site.function, site.file, site.line, site.layer, site.nested_in, site.allocs_per_request,
                        site.bytes_per_request) for site in run.analysis.sites]
     return CommandSignals(
-        command=workload.command, args=[arg.decode() for arg in workload.args],
-        allocs=AllocSignals(run.requests, per.allocs, per.frees, per.bytes_allocated, per.bytes_retained, sites),
+        command=workload.label, args=[arg.decode() for arg in workload.args],
+        allocs=AllocSignals(run.requests, per.allocs, per.frees, per.bytes_allocated, per.bytes_retained, sites,
+                            round(run.analysis.idle_resolution, 4)),
         instructions=instructions if isinstance(instructions, InstructionSignals) else None,
         instructions_absent=instructions if isinstance(instructions, str) else None,
         noisy=noisy if isinstance(noisy, NoisySignals) else None,
         noisy_absent=noisy if isinstance(noisy, str) else None)
 
 
-class _InstructionCounter:
+class InstructionCounter:
     """Counts instructions with the first source that works here, chosen once for the whole suite:
     callgrind, else perf stat with hardware counters; `absent` says why neither could."""
 
@@ -195,7 +187,7 @@ class _InstructionCounter:
         self._reasons: list[str] = []
 
     def measure(self, workload: Workload, progress: Reporter) -> InstructionSignals | str:
-        where = Prefixed(progress, f"{workload.command} instructions")
+        where = Prefixed(progress, f"{workload.label} instructions")
         if self.source in (None, CALLGRIND) and not self._reasons:
             try:
                 signals = callgrind_instructions(self.target, workload, self.requests, where)
@@ -215,6 +207,59 @@ class _InstructionCounter:
             self._reasons.append(f"perf stat: {unavailable}")
         self.absent = "; ".join(self._reasons)
         return self.absent
+
+
+# Two counts of the same build this close are the same count (callgrind's repeat to the instruction).
+REPEATS_WITHIN = 0.001
+
+
+@dataclass(frozen=True)
+class CountedChange:
+    """Instructions per request of two builds, counted once each, and a second time each (in the order
+    B then A) when the first counts differ: a count that does not repeat on the same build (work timed by the
+    clock, a spin-wait) is not exact, and the change is then only known to lie between `low` and `high`."""
+
+    before: tuple[float, ...]
+    after: tuple[float, ...]
+
+    @property
+    def estimate(self) -> float:
+        before, after = sum(self.before) / len(self.before), sum(self.after) / len(self.after)
+        return (after - before) / before * 100 if before else 0.0
+
+    @property
+    def low(self) -> float:
+        """The least growth the counts allow, in percent."""
+        return (min(self.after) - max(self.before)) / max(self.before) * 100 if max(self.before) else 0.0
+
+    @property
+    def high(self) -> float:
+        return (max(self.after) - min(self.before)) / min(self.before) * 100 if min(self.before) else 0.0
+
+    @property
+    def repeats(self) -> bool:
+        """Each build counted the same both times (within REPEATS_WITHIN): the counts are exact."""
+        return all(max(counts) <= min(counts) * (1 + REPEATS_WITHIN) for counts in (self.before, self.after))
+
+
+def count_change(counters: tuple[InstructionCounter, InstructionCounter], workload: Workload,
+                 progress: Reporter, first: tuple[InstructionSignals, InstructionSignals] | None = None
+                 ) -> CountedChange | str:
+    """Both builds' instructions per request (A then B, or `first` when the suite counted them already), and
+    again B then A when they differ; the reason instead when they cannot be counted alike."""
+    counted = list(first) if first else [counter.measure(workload, progress) for counter in counters]
+    for signals in counted:
+        if not isinstance(signals, InstructionSignals):
+            return signals
+    if counted[0].source != counted[1].source:
+        return f"counted with {counted[0].source} before and {counted[1].source} after"
+    before, after = [counted[0].per_request], [counted[1].per_request]
+    if before != after:
+        again = [counters[1].measure(workload, progress), counters[0].measure(workload, progress)]
+        if all(isinstance(signals, InstructionSignals) for signals in again):
+            after.append(again[0].per_request)  # type: ignore[union-attr]
+            before.append(again[1].per_request)  # type: ignore[union-attr]
+    return CountedChange(tuple(before), tuple(after))
 
 
 def callgrind_instructions(target: TargetOptions, workload: Workload, requests: int,
@@ -248,6 +293,7 @@ def perf_stat_count(target: TargetOptions, workload: Workload, requests: int, ev
     with run_directory("baseline-perf-stat") as run_dir, \
             probed_server(spec, run_dir, notes, lambda server: probe_for(server, [workload], 1, 1)) \
             as (server, probed):
+        write_keys_fixed(server, workload, probed)  # a read's hits: its keys, before the count
         progress.status(f"{requests:,} requests under perf stat -e {event}...")
         with PerfCounter(server.pid, event) as counter:
             counter.enable()
@@ -313,6 +359,11 @@ def default_name(git: GitState | None) -> str:
 # The store ------------------------------------------------------------------------------------
 def project_root(project: str) -> Path:
     return load_project(project).root
+
+
+def zprof_dir(root: Path) -> Path:
+    """The project's .zprof/: its baselines, and the builds they keep."""
+    return root / STORE.parent
 
 
 def store_of(root: Path) -> Path:
@@ -388,20 +439,28 @@ def baseline_file(given: str) -> Path:
     return path
 
 
-def load_baseline(root: Path, name: str | None) -> Baseline:
-    """The baseline NAME, or the one saved last; ZprofError (exit 2) when there is none."""
+def locate_baseline(root: Path, given: str | None) -> Path:
+    """The file of the baseline a --baseline gives: a NAME in the project's store, a file or directory from
+    anywhere (`baseline_file`), or nothing, the one saved last; ZprofError (exit 2) when there is none."""
+    if given is not None and is_baseline_path(given):
+        return baseline_file(given)
     names = saved_names(root)
-    if name is None:
+    if given is None:
         if not names:
             raise ZprofError(f"no baseline is saved in {store_of(root)}",
                              detail="Save one first: zprof baseline save (on the tree to compare with).")
         newest = max(names, key=lambda each: (store_of(root) / f"{each}.json").stat().st_mtime)
-        return read_baseline(baseline_path(root, newest))
-    path = baseline_path(root, name)
+        return baseline_path(root, newest)
+    path = baseline_path(root, check_name(given))
     if not path.is_file():
         saved = f"Saved: {', '.join(names)}." if names else "None is saved yet: zprof baseline save."
-        raise ZprofError(f"no baseline named {name} in {store_of(root)}", detail=saved)
-    return read_baseline(path)
+        raise ZprofError(f"no baseline named {given} in {store_of(root)}", detail=saved)
+    return path
+
+
+def load_baseline(root: Path, name: str | None) -> Baseline:
+    """The baseline NAME, or the one saved last; ZprofError (exit 2) when there is none."""
+    return read_baseline(locate_baseline(root, name))
 
 
 def all_baselines(root: Path) -> Iterator[tuple[str, Baseline | ZprofError]]:

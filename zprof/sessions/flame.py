@@ -33,6 +33,7 @@ from zprof.sessions.target import (
     run_directory,
     run_fixed,
     server_spec,
+    write_keys_fixed,
 )
 
 # A prime, so sampling does not fall into lock-step with periodic work.
@@ -163,6 +164,8 @@ def _callgrind(options: FlameOptions, out_dir: Path, progress: Reporter) -> Prof
     spec = server_spec(options.target, built.binary, {})
     spec.start_command = valgrind.callgrind_start_command(spec.start_command, counts)
     spec.ready_timeout = max(spec.ready_timeout, valgrind.READY_TIMEOUT_S)
+    # A start under valgrind takes seconds, and a program that crashes under it does so every time: fewer tries.
+    spec.start_attempts = valgrind.START_ATTEMPTS
     spec.stop_timeout = 30.0  # callgrind writes its last counts on the way out
     notes: list[Note] = []
     with run_directory("callgrind") as run_dir:
@@ -171,6 +174,8 @@ def _callgrind(options: FlameOptions, out_dir: Path, progress: Reporter) -> Prof
                     server, options.workloads, options.clients, options.pipeline, timeout=valgrind.PROBE_TIMEOUT_S,
                     explicit=options.label != "mixed")) as (server, probed):
                 notes.extend(probed.notes)
+                for workload in probed.workloads:  # a read's hits: its keys, written before the count starts
+                    write_keys_fixed(server, workload, probed)
                 # Count only the measured requests, not start-up and probes.
                 valgrind.callgrind_control("-z", server.pid)
                 progress.status(f"{options.requests:,} requests under callgrind...")

@@ -18,16 +18,18 @@ from zprof.analysis.symbols import Symbolizer
 from zprof.builder import shim
 from zprof.builder.build import DEFAULT_OPTIMIZE, BuildRequest, BuildResult, build
 from zprof.builder.project import SourceRoots, ZigProject, load_project
+from zprof.builder.stored import StoredBuild
 from zprof.builder.toolchain import find_zig
 from zprof.config import ProjectConfig
-from zprof.errors import EXIT_TARGET, ZprofError
+from zprof.errors import EXIT_TARGET, EXIT_USAGE, ZprofError
 from zprof.load.driver import LoadError, LoadResult, LoadSession, Workload, run_requests
 from zprof.load.probe import PROBE_TIMEOUT_S, Capabilities, check_command, probe
 from zprof.load.support import ZPROF_OWN, Support, check
+from zprof.load.workloads import key_writes
 from zprof.model.common import Note, TargetInfo
 from zprof.paths import cache_dir, cache_root
 from zprof.progress import Reporter
-from zprof.server import HOST, Server, ServerSpec, Starts, fresh_server
+from zprof.server import HOST, NeverStarted, Server, ServerSpec, Starts, fresh_server
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,18 @@ class TargetOptions:
     optimize: str | None = None  # None: ReleaseFast where the project has the option
     env: tuple[str, ...] = ()  # KEY=VALUE, {port} and {binary} filled in
     config: ProjectConfig = field(default_factory=ProjectConfig)
+    # A baseline's kept builds, run instead of building the project (the project still names their files).
+    stored: StoredBuild | None = None
+
+
+@contextmanager
+def gate_measurement() -> Iterator[None]:
+    """A gate's measurement (compare, regress): a server that never started could not be measured, exit 2,
+    which is not the gate's regression (1): the gate cannot say whether the change regressed."""
+    try:
+        yield
+    except NeverStarted as never:
+        raise ZprofError(f"could not measure: {never.message}", detail=never.detail, exit_code=EXIT_USAGE) from never
 
 
 @dataclass(frozen=True)
@@ -77,6 +91,8 @@ class Built:
 def build_target(options: TargetOptions, progress: Reporter, *, with_shim: bool, shim_variant: str = shim.COUNTING,
                  extra_args: tuple[str, ...] = ()) -> Built:
     project = load_project(options.project)
+    if options.stored is not None:
+        return Built(project, options.stored.result(with_shim, shim_variant, extra_args))
     zig = find_zig(options.zig)
     request = BuildRequest(project=project, zig=zig, with_shim=with_shim, shim_variant=shim_variant, exe=options.exe,
                            extra_args=(*options.build_args, *extra_args),
@@ -289,6 +305,25 @@ async def run_load(session: LoadSession, workload: Workload, requests: int, pipe
         raise ZprofError(f"the load of {requests:,} {workload.command} requests did not finish within {deadline:.0f} s "
                          f"({LOAD_DEADLINE_FACTOR:g} times what {basis} predicts)",
                          exit_code=EXIT_TARGET) from timeout
+
+
+async def write_keys(session: LoadSession, workload: Workload, pipeline: int, server: Server,
+                     progress: Reporter) -> None:
+    """For a read's hits: every key of the workload's range written first (nothing when it has no `fill`)."""
+    if not workload.fill:
+        return
+    progress.status(f"writing the {workload.keyspace:,} keys {workload.label} reads")
+    try:
+        await run_load(session, key_writes(workload), workload.keyspace, pipeline, server,
+                       load_counter(progress, workload.keyspace), None)
+    except LoadInterrupted as interrupted:
+        raise interrupted.error from None
+
+
+def write_keys_fixed(server: Server, workload: Workload, probed: Probed) -> None:
+    """`write_keys` on connections of its own, for a run that measures on fresh ones (`run_fixed`)."""
+    if workload.fill:
+        run_fixed(server, [key_writes(workload)], workload.keyspace, probed)
 
 
 # The idle window before a measured run: as long as the run should last, within these bounds.

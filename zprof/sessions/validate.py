@@ -47,10 +47,11 @@ from zprof.progress import Prefixed, Reporter
 from zprof.report.memory import write_memory_pictures
 from zprof.report.profile_files import write_outputs
 from zprof.sessions.allocs import AllocsOptions, measure_allocs
-from zprof.sessions.baseline import check_regression, load_baseline, project_root, saved_names
+from zprof.sessions.baseline import locate_baseline, project_root, read_baseline, saved_names
 from zprof.sessions.bench import BenchOptions, run_bench
 from zprof.sessions.flame import DEFAULT_FREQUENCY_HZ, FlameOptions, Profiled, record_flame
 from zprof.sessions.memory import MemoryOptions, measure_memory
+from zprof.sessions.regress import check_regression
 from zprof.sessions.syscalls import SyscallsOptions, measure_syscalls
 from zprof.sessions.target import TargetOptions
 
@@ -158,7 +159,8 @@ def traced_commands(commands: list[str]) -> list[str]:
 
 def validate(options: ValidateOptions, out_dir: Path, progress: Reporter) -> ValidateRun:
     started = time.perf_counter()
-    baseline = _baseline(options)  # a baseline asked for by name and missing is bad input, before anything runs
+    located = _baseline(options)  # a baseline asked for by name and missing is bad input, before anything runs
+    baseline = located[0] if located else None
     validation = _Validation(options, out_dir, progress)
     if baseline is None:
         validation.total_parts -= 1
@@ -242,7 +244,7 @@ def validate(options: ValidateOptions, out_dir: Path, progress: Reporter) -> Val
          *(["--redis-persistence", options.redis_persistence] if options.redis_persistence != "off" else [])],
         bench)
 
-    regress = None if baseline is None else _regression_check(validation, baseline)
+    regress = None if located is None else _regression_check(validation, *located)
 
     costs = profile_costs(profile, options.commands) if profile is not None else ProfileCosts({}, 0.0)
     evidence = Evidence(allocs, flame_run, costs, memory_run, bench_run, validation.failed_requests,
@@ -269,14 +271,16 @@ def validate(options: ValidateOptions, out_dir: Path, progress: Reporter) -> Val
         regression_missing=_regression_missing(baseline, regress, validation.parts))
 
 
-def _baseline(options: ValidateOptions) -> Baseline | None:
+def _baseline(options: ValidateOptions) -> tuple[Baseline, Path] | None:
+    """The baseline to check against, and its file (whose .zprof/ keeps its builds)."""
     root = project_root(options.target.project)
     if options.baseline is None and not saved_names(root):
         return None
-    return load_baseline(root, options.baseline)
+    file = locate_baseline(root, options.baseline)
+    return read_baseline(file), file
 
 
-def _regression_check(validation: _Validation, baseline: Baseline) -> RegressRun | None:
+def _regression_check(validation: _Validation, baseline: Baseline, file: Path) -> RegressRun | None:
     """zprof regress against the baseline, with the baseline's own suite; --quick compares only the
     deterministic signals (no trials), as the pre-commit hook does."""
     suite = baseline.settings
@@ -284,7 +288,7 @@ def _regression_check(validation: _Validation, baseline: Baseline) -> RegressRun
     settings = replace(suite, trials=trials)
     return validation.measure(
         "regress", "regress", ["regress", "--baseline", baseline.name, "--trials", str(trials)],
-        lambda _dir, progress: check_regression(validation.options.target, baseline, settings, progress))
+        lambda _dir, progress: check_regression(validation.options.target, baseline, file, settings, progress))
 
 
 def _regression_missing(baseline: Baseline | None, regress: RegressRun | None, parts: list[Part]) -> str | None:

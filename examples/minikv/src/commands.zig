@@ -317,6 +317,7 @@ fn set(ctx: *Context, args: []const []const u8) Error!void {
 fn get(ctx: *Context, args: []const []const u8) Error!void {
     if (ctx.defects.contains(.slow_get)) defects.slowGet(ctx.defect_params.slow_get_ns, ctx.defect_params.spin_rate);
     if (try ctx.keyspace.getString(args[1])) |value| {
+        if (ctx.defects.contains(.copy_on_hit)) return defects.replyWithCopy(ctx.gpa(), ctx.out, value);
         try resp.writeBulkString(ctx.out, value);
     } else {
         try resp.writeNullBulkString(ctx.out);
@@ -783,6 +784,10 @@ test "defects add exactly the allocations they promise" {
     try testing.expectEqual(0, try steadyStateAllocations(&.{}, "", "ZADD z 1 m"));
     try testing.expectEqual(0, try steadyStateAllocations(&.{.hot_loop}, "", "ZADD z 1 m"));
     try testing.expectEqual(0, try steadyStateAllocations(&.{.linear_lookup}, "SET k v", "GET k"));
+    // A GET that finds its key: one copy with copy-on-hit; a miss: nothing, defect or not.
+    try testing.expectEqual(0, try steadyStateAllocations(&.{}, "SET k v", "GET k"));
+    try testing.expectEqual(1, try steadyStateAllocations(&.{.copy_on_hit}, "SET k v", "GET k"));
+    try testing.expectEqual(0, try steadyStateAllocations(&.{.copy_on_hit}, "", "GET missing"));
 }
 
 test "leak defect leaks 64 bytes per SET and nothing else" {

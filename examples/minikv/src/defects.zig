@@ -10,6 +10,7 @@ const Allocator = std.mem.Allocator;
 const Writer = std.Io.Writer;
 const Command = @import("commands.zig").Command;
 const flags = @import("flags.zig");
+const resp = @import("resp.zig");
 
 pub const Defect = enum {
     alloc_reply,
@@ -20,6 +21,7 @@ pub const Defect = enum {
     linear_lookup,
     grow_log,
     write_per_part,
+    copy_on_hit,
     /// Takes a value: `slow-get=NS` (`Params.slow_get_ns`).
     slow_get,
 
@@ -92,6 +94,16 @@ pub noinline fn formatReplyAlloc(gpa: Allocator, out: *Writer, value: i64) (Allo
     defer gpa.free(scratch);
     const reply = std.fmt.bufPrint(scratch, ":{d}\r\n", .{value}) catch unreachable; // an i64 needs < 32 bytes
     try out.writeAll(reply);
+}
+
+/// copy-on-hit (GET): replies from a copy of the value it found, made and
+/// freed per request, instead of from the value itself. Exactly one extra
+/// allocation per GET that finds its key and none per miss: a read path that
+/// only a load of hits shows.
+pub noinline fn replyWithCopy(gpa: Allocator, out: *Writer, value: []const u8) (Allocator.Error || Writer.Error)!void {
+    const copy = try gpa.dupe(u8, value);
+    defer gpa.free(copy);
+    try resp.writeBulkString(out, copy);
 }
 
 pub const member_tag_count = 8;

@@ -4,6 +4,7 @@
 //!     minikv [--port N] [--allocator debug|smp] [--scratch arena|fba|stack-fallback]
 //!            [--defect NAME[=VALUE]]... [--fault NAME]...
 //!            [--crash-after N] [--hang-after N] [--full-after N] [--append-only FILE]
+//!            [--tick HZ]
 //!
 //! The defects named in src/planted.zig are on in every run, as if passed
 //! with `--defect` before the command line's own: a defect planted in the
@@ -20,6 +21,7 @@ const planted = @import("planted.zig");
 const Server = @import("server.zig").Server;
 const Scratch = @import("server.zig").Scratch;
 const AppendLog = @import("append_log.zig").AppendLog;
+const cron = @import("cron.zig");
 
 const default_port = 6380;
 /// Pending-connection queue; Redis' default tcp-backlog.
@@ -53,6 +55,8 @@ const Options = struct {
     limits: faults.Limits = .{},
     /// `--append-only FILE`: a slice of the command line, valid while it is.
     append_only: ?[]const u8 = null,
+    /// `--tick HZ`: housekeeping allocations HZ times a second (`cron.zig`); 0: none.
+    tick_hz: u32 = 0,
 };
 
 const OptionsError = error{
@@ -89,7 +93,7 @@ fn parseOptions(planted_defects: []const []const u8, args: []const [:0]const u8,
         bad_arg.* = flag;
         if (std.mem.eql(u8, flag, "--help") or std.mem.eql(u8, flag, "-h")) return error.HelpRequested;
 
-        const Flag = enum { port, allocator, scratch, defect, fault, crash_after, hang_after, full_after, append_only };
+        const Flag = enum { port, allocator, scratch, defect, fault, crash_after, hang_after, full_after, append_only, tick };
         if (!std.mem.startsWith(u8, flag, "--")) return error.UnknownFlag;
         const which = flags.parse(Flag, flag[2..]) orelse return error.UnknownFlag;
         i += 1;
@@ -107,6 +111,10 @@ fn parseOptions(planted_defects: []const []const u8, args: []const [:0]const u8,
             .hang_after => options.limits.hang_after = std.fmt.parseInt(u64, value, 10) catch return error.InvalidCount,
             .full_after => options.limits.full_after = std.fmt.parseInt(usize, value, 10) catch return error.InvalidCount,
             .append_only => options.append_only = value,
+            .tick => {
+                options.tick_hz = std.fmt.parseInt(u32, value, 10) catch return error.InvalidCount;
+                if (options.tick_hz > cron.max_hz) return error.InvalidCount;
+            },
         }
     }
     return options;
@@ -128,7 +136,7 @@ fn requestedAllocator(args: []const [*:0]const u8) AllocatorKind {
     return kind;
 }
 
-const usage = "usage: minikv [--port N] [--allocator debug|smp] [--scratch arena|fba|stack-fallback] [--defect NAME[=VALUE]]... [--fault NAME]... [--crash-after N] [--hang-after N] [--full-after N] [--append-only FILE]";
+const usage = "usage: minikv [--port N] [--allocator debug|smp] [--scratch arena|fba|stack-fallback] [--defect NAME[=VALUE]]... [--fault NAME]... [--crash-after N] [--hang-after N] [--full-after N] [--append-only FILE] [--tick HZ]";
 
 /// Reports a bad command line on one line of stderr and exits with status 2.
 fn exitUsageError(err: OptionsError, bad_arg: []const u8) noreturn {
@@ -256,6 +264,10 @@ pub fn main() void {
     server.defect_params = options.defect_params;
     if (options.defects.contains(.slow_get)) server.defect_params.spin_rate = .measure();
     server.append_log = append_log;
+    if (options.tick_hz > 0) cron.start(gpa, options.tick_hz) catch |err| {
+        std.debug.print("minikv: cannot start the --tick thread: {s}\n", .{@errorName(err)});
+        std.process.exit(1);
+    };
     std.debug.print("minikv listening on 127.0.0.1:{d}\n", .{listener.listen_address.getPort()});
     server.acceptLoop(&listener);
 }
@@ -267,6 +279,7 @@ test {
     _ = @import("defects.zig");
     _ = @import("faults.zig");
     _ = @import("flags.zig");
+    _ = @import("cron.zig");
     _ = @import("server.zig");
     _ = @import("debug.zig");
     _ = @import("append_log.zig");
@@ -352,6 +365,8 @@ test "options: allocator, defects with values, and planted defects" {
     try testing.expectEqualStrings("slow", bad_arg);
     try testing.expectError(error.InvalidPlantedDefectValue, parseOptions(&.{"slow-get=x"}, &.{}, &bad_arg));
 
+    try testing.expectEqual(10, (try parseOptions(&.{}, &.{ "--tick", "10" }, &bad_arg)).tick_hz);
+    try testing.expectError(error.InvalidCount, parseOptions(&.{}, &.{ "--tick", "100000" }, &bad_arg));
     const crashing = try parseOptions(&.{}, &.{ "--fault", "crash-at-start" }, &bad_arg);
     try testing.expect(crashing.faults.contains(.crash_at_start));
 }
