@@ -9,7 +9,7 @@ at the threshold, and no more than 5% false regressions on an unchanged tree.
 Each check is `zprof compare` with --no-allocations --no-instructions (the exact counts would find any
 slow-get at all: this measures the noisy test alone), --no-profile, and --budget (60 s by default).
 
-    python benchmarks/regress_power.py [--runs 10] [--sizes 60,150,500] [--commands GET] [--budget 60]
+    python benchmarks/regress_power.py [--runs 10] [--sizes 60,250,500] [--commands GET] [--budget 60]
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def check(repo: Path, before: str, after: str, commands: str, budget: float, out
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("--sizes", default="60,150,500")
+    parser.add_argument("--sizes", default="60,250,500")
     parser.add_argument("--commands", default="GET")
     parser.add_argument("--budget", type=float, default=60.0)
     args = parser.parse_args()

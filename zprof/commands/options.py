@@ -249,7 +249,8 @@ def suite_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--requests", default=None, type=click.IntRange(1, 10_000_000),
                      help="Requests per command with the shim and under the instruction counter (default 2000)."),
         click.option("--trials", default=None, type=click.IntRange(0, 100),
-                     help="Calibrated trials per command for throughput and latency; 0: none (default 5)."),
+                     help="Calibrated trials per command for throughput and latency; 0: none (default 5). "
+                          "regress beside a kept build runs rounds until each figure is decided instead; 0: none."),
         click.option("--against", type=click.Choice(["redis", "none"]), default=None,
                      help="redis: run redis-server in the same trials, for the ratio to Redis."),
     ]
