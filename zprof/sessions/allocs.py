@@ -13,7 +13,7 @@ from pathlib import Path
 from zprof.analysis.allocations import Window, allocation_calls, analyse
 from zprof.builder.shim import ENV_VAR
 from zprof.collect import process
-from zprof.collect.shim_counters import ShimCounters, ShimSnapshot, activity, create_counter_file
+from zprof.collect.shim_counters import SETTLE_POLL_S, ShimCounters, ShimSnapshot, activity, create_counter_file
 from zprof.errors import EveryRequestFailed, PartialRun, ZprofError
 from zprof.load.calibration import rate
 from zprof.load.driver import LoadError, LoadResult, LoadSession, Workload
@@ -186,8 +186,9 @@ async def _measure(server: Server, counters: ShimCounters, options: AllocsOption
     return _Measurement(window, result, rss_before, rss_after, bias, complete_halves, keys, flush_error, error)
 
 
-# How often the idle server's counters are looked at: often enough to see a timer's ticks one by one.
-IDLE_LOOK_S = 0.01
+# How often the idle server's counters are looked at: as often as settling after the run looks, so that a burst
+# seen idle is what settling may ignore between two of its looks.
+IDLE_LOOK_S = SETTLE_POLL_S
 
 
 async def _watch_idle(counters: ShimCounters, seconds: float) -> tuple[ShimSnapshot, ShimSnapshot, int, int]:
