@@ -27,7 +27,7 @@ from zprof.load.probe import probe
 from zprof.load.redis_benchmark import redis_benchmark_path
 from zprof.load.workloads import with_hits
 from zprof.model.bench import BENCHMARK, RunRecord
-from zprof.model.common import Note
+from zprof.model.common import Note, TargetInfo
 from zprof.model.compare import (
     ALLOCATIONS,
     INSTRUCTIONS,
@@ -173,6 +173,7 @@ class Rounds:
     pipeline: int
     load: str
     notes: list[Note]
+    targets: tuple[TargetInfo, TargetInfo]  # what each build is, as the report names it
 
 
 def run_rounds(options: CompareOptions, contenders: tuple[Contender, Contender], progress: Reporter) -> Rounds:
@@ -228,7 +229,8 @@ def run_rounds(options: CompareOptions, contenders: tuple[Contender, Contender],
                for command in commands]
     return Rounds(changes, rounds, designs["throughput"].max_rounds if options.rounds else 0, load.clients,
                   load.pipeline, load.description,
-                  notes + [note for side in sides if (note := side.start_note())])
+                  notes + [note for side in sides if (note := side.start_note())],
+                  (builds[0].info(options.target.start_command), builds[1].info(options.target.start_command)))
 
 
 def _compare(options: CompareOptions, contenders: tuple[Contender, Contender], progress: Reporter) -> CompareRun:
@@ -254,10 +256,9 @@ def _compare(options: CompareOptions, contenders: tuple[Contender, Contender], p
         if cpu_regressed and options.profiles and not workload.fill:
             change.functions, change.flame_diff = _moved_functions(options, contenders, workload, measured.clients,
                                                                    measured.pipeline, progress)
-    builds = [build_target(contender.target, progress, with_shim=False) for contender in contenders]  # cached
     return CompareRun(
-        before=ComparedSide(contenders[0].label, contenders[0].commit, builds[0].info(options.target.start_command)),
-        after=ComparedSide(contenders[1].label, contenders[1].commit, builds[1].info(options.target.start_command)),
+        before=ComparedSide(contenders[0].label, contenders[0].commit, measured.targets[0]),
+        after=ComparedSide(contenders[1].label, contenders[1].commit, measured.targets[1]),
         settings=CompareSettings(options.threshold, options.latency_threshold, options.alpha, options.power,
                                  options.noise, measured.max_rounds, options.budget, measured.clients,
                                  measured.pipeline, measured.load),
